@@ -1,0 +1,39 @@
+# classicdream — `make dream IMG=photo.jpg` sets everything up on first use; `make test` runs the tests.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+MODEL  := models/bvlc_googlenet.onnx
+
+# Options passed through to `classicdream dream` when set: make dream IMG=sky.jpg END=inception_3b/output SEED=1
+DREAM_OPTS = $(if $(OUT),--out='$(OUT)') $(if $(END),--end='$(END)') $(if $(SEED),--seed='$(SEED)') \
+	$(if $(ITER_N),--iter_n='$(ITER_N)') $(if $(OCTAVE_N),--octave_n='$(OCTAVE_N)') \
+	$(if $(OCTAVE_SCALE),--octave_scale='$(OCTAVE_SCALE)') $(if $(STEP_SIZE),--step_size='$(STEP_SIZE)') \
+	$(if $(JITTER),--jitter='$(JITTER)')
+
+.PHONY: setup models test dream bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+models: $(MODEL)
+
+$(MODEL): | setup
+	$(PY) -m classicdream models
+
+test: models
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+dream: models
+	@test -n '$(IMG)' || { echo 'usage: make dream IMG=path/to/image.jpg [OUT=... END=... SEED=...]' >&2; exit 2; }
+	$(PY) -m classicdream dream '$(IMG)' $(DREAM_OPTS)
+
+bench: models
+	$(PY) bench/bench.py
+
+clean:
+	rm -rf $(VENV) $(MODEL) .pytest_cache

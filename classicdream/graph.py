@@ -1,0 +1,287 @@
+"""Evaluate an ONNX graph (as written by convert.py) in JAX, with pycaffe's semantics.
+
+Parameters are a flat pytree ``{initializer name: jnp.ndarray}``; evaluation is a pure function of
+``(params, data)`` built for one end tensor, computing only the nodes that tensor depends on. All
+arithmetic is float32 with ``Precision.HIGHEST``: TF32 on a GPU would break parity with Caffe.
+
+``forward(end=X)`` follows pycaffe: it stops at the *layer* named X. For a convolution whose ReLU runs
+in place, Caffe's blob then still holds the pre-ReLU values, and that is what the dream objective sees.
+"""
+import difflib
+import json
+import math
+from dataclasses import dataclass
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import onnx
+from jax import lax
+from onnx import numpy_helper
+
+HIGHEST = lax.Precision.HIGHEST
+
+
+@dataclass(frozen=True)
+class Node:
+    op: str
+    inputs: tuple
+    output: str
+    attrs: tuple          # sorted (name, value) pairs, hashable so a Node can key a jit cache
+
+
+def _attr(node, name, default=None):
+    return dict(node.attrs).get(name, default)
+
+
+def read_graph(model):
+    """ONNX ModelProto → (nodes in order, params pytree, Caffe layer table [layer, tensor, blob])."""
+    nodes = []
+    for n in model.graph.node:
+        attrs = tuple(sorted((a.name, _hashable(onnx.helper.get_attribute_value(a))) for a in n.attribute))
+        nodes.append(Node(n.op_type, tuple(n.input), n.output[0], attrs))
+    params = {t.name: jnp.asarray(numpy_helper.to_array(t), jnp.float32) for t in model.graph.initializer}
+    props = {p.key: p.value for p in model.metadata_props}
+    if 'caffe_layers' in props:
+        layers = [tuple(x) for x in json.loads(props['caffe_layers'])]
+    else:                                   # a plain ONNX model: every tensor is its own layer and blob
+        first_input = model.graph.input[0].name
+        layers = [(first_input,) * 3] + [(n.output, n.output, n.output) for n in nodes]
+    return tuple(nodes), params, layers
+
+
+def _hashable(v):
+    return tuple(v) if isinstance(v, list) else v.decode() if isinstance(v, bytes) else v
+
+
+# ---------------------------------------------------------------- the operators, with Caffe's semantics
+
+def _pool_geometry(size, kernel, stride, pad, ceil_mode):
+    """Caffe's pooled size (ceil, minus a last window starting in the padding) and the high-side padding."""
+    if ceil_mode:
+        out = -(-(size + 2 * pad - kernel) // stride) + 1
+        if pad and (out - 1) * stride >= size + pad:
+            out -= 1
+    else:
+        out = (size + 2 * pad - kernel) // stride + 1
+    return out, max((out - 1) * stride + kernel - size - pad, 0)
+
+
+def _pool(node, x, init, op):
+    (kh, kw), (sh, sw) = _attr(node, 'kernel_shape'), _attr(node, 'strides', (1, 1))
+    pt, pl, _, _ = _attr(node, 'pads', (0, 0, 0, 0))
+    ceil_mode = _attr(node, 'ceil_mode', 0)
+    (oh, hi_h), (ow, hi_w) = (_pool_geometry(x.shape[2], kh, sh, pt, ceil_mode),
+                              _pool_geometry(x.shape[3], kw, sw, pl, ceil_mode))
+    y = lax.reduce_window(x, init, op, (1, 1, kh, kw), (1, 1, sh, sw), ((0, 0), (0, 0), (pt, hi_h), (pl, hi_w)))
+    return y[:, :, :oh, :ow], (oh, ow)
+
+
+def _caffe_avg_divisor(size, out, kernel, stride, pad):
+    """Caffe's AVE divisor along one axis: the window clipped to the padded input, padding counted."""
+    start = np.arange(out) * stride - pad
+    return np.minimum(start + kernel, size + pad) - start
+
+
+def _max_pool(node, x):
+    # The gradient goes to the first maximum of each window in row-major order (XLA's select-and-scatter
+    # keeps the first element for which `>=` holds), which is Caffe's tie rule.
+    return _pool(node, x, -jnp.inf, lax.max)[0]
+
+
+def _average_pool(node, x):
+    total, (oh, ow) = _pool(node, x, 0.0, lax.add)
+    (kh, kw), (sh, sw) = _attr(node, 'kernel_shape'), _attr(node, 'strides', (1, 1))
+    pt, pl, _, _ = _attr(node, 'pads', (0, 0, 0, 0))
+    div = np.outer(_caffe_avg_divisor(x.shape[2], oh, kh, sh, pt), _caffe_avg_divisor(x.shape[3], ow, kw, sw, pl))
+    return total / jnp.asarray(div, jnp.float32)
+
+
+def _conv(node, x, w, b=None):
+    pt, pl, pb, pr = _attr(node, 'pads', (0, 0, 0, 0))
+    y = lax.conv_general_dilated(x, w, _attr(node, 'strides', (1, 1)), ((pt, pb), (pl, pr)),
+                                 rhs_dilation=_attr(node, 'dilations', (1, 1)),
+                                 dimension_numbers=('NCHW', 'OIHW', 'NCHW'),
+                                 feature_group_count=_attr(node, 'group', 1), precision=HIGHEST)
+    return y if b is None else y + b[None, :, None, None]
+
+
+def _lrn(node, x):
+    """Across-channel LRN: x / (k + α/n · Σ x²)^β over n channels centred on each (Caffe's and ONNX's α/n)."""
+    n = _attr(node, 'size')
+    sq = lax.reduce_window(x * x, 0.0, lax.add, (1, n, 1, 1), (1, 1, 1, 1),
+                           ((0, 0), ((n - 1) // 2, n // 2), (0, 0), (0, 0)))
+    return x * (_attr(node, 'bias', 1.0) + _attr(node, 'alpha', 1e-4) / n * sq) ** -_attr(node, 'beta', 0.75)
+
+
+def _gemm(node, x, w, b=None):
+    w = w.T if _attr(node, 'transB', 0) else w
+    y = jnp.dot(x, w, precision=HIGHEST)
+    return y if b is None else y + b
+
+
+OPS = {
+    'Conv': _conv,
+    'Relu': lambda node, x: jax.nn.relu(x),      # gradient 0 at 0, like Caffe's (x > 0) mask
+    'LeakyRelu': lambda node, x: jnp.where(x > 0, x, _attr(node, 'alpha', 0.01) * x),
+    'MaxPool': _max_pool,
+    'AveragePool': _average_pool,
+    'GlobalAveragePool': lambda node, x: jnp.mean(x, axis=(2, 3), keepdims=True),
+    'GlobalMaxPool': lambda node, x: jnp.max(x, axis=(2, 3), keepdims=True),
+    'LRN': _lrn,
+    'Concat': lambda node, *xs: jnp.concatenate(xs, axis=_attr(node, 'axis', 1)),
+    'Identity': lambda node, x: x,
+    'Dropout': lambda node, x: x,
+    'Flatten': lambda node, x: x.reshape(math.prod(x.shape[:_attr(node, 'axis', 1)]), -1),
+    'Gemm': _gemm,
+    'Softmax': lambda node, x: jax.nn.softmax(x, axis=_attr(node, 'axis', -1)),
+}
+
+
+def needed_nodes(nodes, end):
+    """The nodes that `end` depends on, in graph order."""
+    want, keep = {end}, []
+    for node in reversed(nodes):
+        if node.output in want:
+            keep.append(node)
+            want.update(node.inputs)
+    return tuple(reversed(keep))
+
+
+def evaluate(nodes, params, data, end):
+    """Pure evaluation of tensor `end` for input `data`: only the nodes it depends on run."""
+    values = dict(params)
+    values[_input_name(nodes, params)] = data
+    for node in needed_nodes(nodes, end):
+        values[node.output] = OPS[node.op](node, *(values[i] for i in node.inputs))
+    return values[end]
+
+
+def _input_name(nodes, params):
+    produced = {n.output for n in nodes}
+    return next(i for n in nodes for i in n.inputs if i not in produced and i not in params)
+
+
+def objective_L2(dst):
+    """The notebook's objective: dst.diff = dst.data, i.e. the gradient of ½‖dst‖²."""
+    return dst
+
+
+def backward(nodes, params, data, end, objective=objective_L2):
+    """Caffe's forward(end) + objective(dst) + backward(start=end): the diff that reaches `data`.
+
+    `objective` maps the activations at `end` to the diff placed on them (the notebook's objectives
+    write ``dst.diff``); the result is the vector-Jacobian product of that diff back to the input.
+    """
+    dst, pullback = jax.vjp(lambda x: evaluate(nodes, params, x, end), data)
+    return pullback(objective(dst))[0]
+
+
+# ---------------------------------------------------------------- sizes the network accepts
+
+def _spatial_out(node, size, axis):
+    """Output extent along one spatial axis (0 = height, 1 = width) of a node, in integers."""
+    if node.op == 'Conv':
+        k, s, d = (_attr(node, a, (1, 1))[axis] for a in ('kernel_shape', 'strides', 'dilations'))
+        pads = _attr(node, 'pads', (0, 0, 0, 0))
+        return (size + pads[axis] + pads[axis + 2] - d * (k - 1) - 1) // s + 1
+    if node.op in ('MaxPool', 'AveragePool'):
+        return _pool_geometry(size, _attr(node, 'kernel_shape')[axis], _attr(node, 'strides', (1, 1))[axis],
+                              _attr(node, 'pads', (0, 0, 0, 0))[axis], _attr(node, 'ceil_mode', 0))[0]
+    return size
+
+
+def smallest_input(nodes, end, axis):
+    """The smallest input extent along `axis` for which every layer up to `end` has a non-empty output."""
+    path = needed_nodes(nodes, end)
+
+    def fits(size):
+        sizes, inp = {}, None
+        for node in path:
+            ins = [sizes.get(i, size) for i in node.inputs]
+            sizes[node.output] = _spatial_out(node, min(ins), axis) if node.op not in ('Flatten', 'Gemm') else 1
+            if sizes[node.output] < 1:
+                return False
+        return True
+
+    lo, hi = 1, 1
+    while not fits(hi):
+        lo, hi = hi + 1, hi * 2
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if fits(mid) else (mid + 1, hi)
+    return lo
+
+
+class Net:
+    """The notebook's net, in JAX: blobs in network order, forward(end=...) and the L2 gradient.
+
+    It keeps the parameter pytree and one jitted function per (end, objective); arrays go in and come
+    out as numpy so it can stand where the notebook's pycaffe net stood.
+    """
+
+    def __init__(self, model, sha256=None):
+        model = onnx.load(model) if not isinstance(model, onnx.ModelProto) else model
+        self.nodes, self.params, self.layers = read_graph(model)
+        self.sha256 = sha256
+        self.blobs = list(dict.fromkeys(blob for _, _, blob in self.layers))
+        self._tensor = {layer: tensor for layer, tensor, _ in self.layers}
+        self._input = self.layers[0][1]
+        self._fns = {}
+
+    def tensor(self, end):
+        """The tensor holding what Caffe's forward(end=END) leaves in blob END (END names a layer)."""
+        if end in self._tensor:
+            return self._tensor[end]
+        close = difflib.get_close_matches(end, list(self._tensor), n=3, cutoff=0.5)
+        hint = f'; did you mean {", ".join(close)}?' if close else '; `classicdream layers` lists them'
+        raise ValueError(f'unknown layer {end!r}{hint}')
+
+    def min_size(self, end):
+        """(height, width) of the smallest input that reaches `end`."""
+        tensor = self.tensor(end)
+        return smallest_input(self.nodes, tensor, 0), smallest_input(self.nodes, tensor, 1)
+
+    def check_size(self, shape, end):
+        mh, mw = self.min_size(end)
+        h, w = shape[-2:]
+        if h < mh or w < mw:
+            raise ValueError(f'an input of {w}x{h} pixels is too small for layer {end!r}: '
+                             f'it needs at least {mw}x{mh} (width x height)')
+
+    def _fn(self, kind, end, objective=objective_L2):
+        key = (kind, end, objective)
+        if key not in self._fns:
+            tensor, nodes = self.tensor(end), self.nodes
+            fn = partial(evaluate, nodes, end=tensor) if kind == 'forward' else \
+                partial(backward, nodes, end=tensor, objective=objective)
+            self._fns[key] = jax.jit(fn)
+        return self._fns[key]
+
+    def _run(self, kind, data, end, objective=objective_L2):
+        data = np.asarray(data, np.float32)
+        if data.ndim != 4:
+            raise ValueError(f'data must have shape (N, 3, H, W), got {data.shape}')
+        self.check_size(data.shape, end)
+        return np.asarray(self._fn(kind, end, objective)(self.params, data))
+
+    def forward(self, data, end):
+        """What pycaffe's net.forward(end=end) leaves in blob `end`, for data of shape (N, 3, H, W)."""
+        return self._run('forward', data, end)
+
+    def gradient(self, data, end, objective=objective_L2):
+        """d(½‖forward(data, end)‖²)/d data, or the diff of another notebook-style objective."""
+        return self._run('gradient', data, end, objective)
+
+    def shapes(self, height=224, width=224):
+        """Shape of every layer's output for one input of the given size (abstract evaluation, no compute)."""
+        data = jax.ShapeDtypeStruct((1, 3, height, width), jnp.float32)
+        out = {}
+        for layer, tensor, _ in self.layers[1:]:
+            try:
+                out[layer] = jax.eval_shape(partial(evaluate, self.nodes, end=tensor), self.params, data).shape
+            except (TypeError, ValueError):
+                out[layer] = None
+        out[self.layers[0][0]] = data.shape
+        return out
