@@ -1,0 +1,188 @@
+"""Reading and writing images with the 2015 notebook's conventions, and clear errors for bad files.
+
+The notebook loads with ``np.float32(PIL.Image.open(path))`` and saves ``np.uint8(np.clip(a, 0, 255))``;
+everything downstream assumes a float32 H x W x 3 RGB array on the 0..255 scale. ``load_image`` gives
+exactly that array for an ordinary 8-bit RGB file, and the same contract for every other file PIL
+reads (greyscale, palette, alpha, 16-bit, CMYK, rotated photos), so the dream code never sees a
+2-D or 4-channel array. Any file that cannot be used raises ``ImageError``: one line naming the
+file and the problem, which the CLI prints instead of a traceback. Saving is atomic, so an
+interrupted or failed save never leaves a half-written image or damages an existing one.
+"""
+import json
+import os
+import stat
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, PngImagePlugin
+
+from .files import atomic_write
+
+RECIPE_KEY = 'classicdream'
+FORMATS = {'.png': 'PNG', '.jpg': 'JPEG', '.jpeg': 'JPEG'}
+JPEG_QUALITY = 95
+
+
+class ImageError(ValueError):
+    """An image file that cannot be read or written; the message is one line naming the file."""
+
+
+def _name(path):
+    s = os.fsdecode(path)
+    return s if s.isprintable() else repr(s)
+
+
+def _reason(e):
+    text = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+    return ' '.join(text.split()) or type(e).__name__
+
+
+def _to_rgb(im):
+    if im.mode == 'RGB':
+        return np.asarray(im, np.float32)
+    if im.mode.startswith('I;16'):                   # 16-bit: 0..65535 onto 0..255 (65535 / 255 = 257)
+        grey = np.asarray(im).astype(np.float32) / np.float32(257)
+    elif im.mode in ('I', 'F'):                       # taken as 0..255 values, clamped as PIL's convert('L') does
+        grey = np.clip(np.asarray(im, np.float32), 0, 255)
+    else:                                             # L, P, 1, RGBA, LA, PA, CMYK, YCbCr, ...: alpha discarded
+        return np.asarray(im.convert('RGB'), np.float32)
+    return np.repeat(grey[:, :, None], 3, axis=2)
+
+
+def load_image(path):
+    """Read an image file as a float32 (H, W, 3) RGB array with values 0..255.
+
+    For an 8-bit RGB file this is exactly the notebook's ``np.float32(PIL.Image.open(path))``.
+    Other files follow the same contract:
+
+    - greyscale (L, 1) gives three equal channels; palette images (P) are expanded to RGB;
+    - alpha (RGBA, LA, PA, palette transparency) is discarded, as PIL's ``convert('RGB')`` does:
+      the colour under a transparent pixel is kept, not composited onto a background;
+    - 16-bit greyscale (I;16) is scaled from 0..65535 to 0..255 (divided by 257), not clipped;
+      32-bit integer (I) and float (F) pixels are taken as 0..255 values and clipped;
+    - CMYK and other modes are converted with PIL's ``convert('RGB')``;
+    - an EXIF orientation tag is honoured (``PIL.ImageOps.exif_transpose``), so a photo comes out
+      the way viewers show it, where the notebook would have used the sensor's layout;
+    - multi-frame files (GIF, APNG, TIFF) give their first frame.
+
+    Raises ImageError for a missing, unreadable, empty, non-image, truncated or corrupt file, and
+    for an image of more than ``PIL.Image.MAX_IMAGE_PIXELS`` pixels (PIL's decompression-bomb limit).
+    """
+    name = _name(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise ImageError(f'{name}: no such file') from None
+    except OSError as e:
+        raise ImageError(f'{name}: cannot read ({_reason(e)})') from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ImageError(f'{name}: is a folder, not an image file')
+    if not stat.S_ISREG(st.st_mode):                      # a pipe or device would block or not seek
+        raise ImageError(f'{name}: not a regular file')
+    if st.st_size == 0:
+        raise ImageError(f'{name}: file is empty (0 bytes)')
+    try:
+        f = open(path, 'rb')
+    except OSError as e:
+        raise ImageError(f'{name}: cannot read ({_reason(e)})') from None
+    with f:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter('ignore')           # e.g. palette transparency, odd EXIF
+                warnings.simplefilter('error', Image.DecompressionBombWarning)
+                with Image.open(f) as im:
+                    im.load()                             # decode fully now: truncation raises here
+                    ImageOps.exif_transpose(im, in_place=True)
+                    img = _to_rgb(im)
+        except Image.UnidentifiedImageError:
+            raise ImageError(f'{name}: not an image file (or not a format PIL can read)') from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            raise ImageError(f'{name}: image too large to be sensible ({_reason(e)})') from None
+        except MemoryError:
+            raise ImageError(f'{name}: image too large for the available memory') from None
+        except Exception as e:                            # PIL raises OSError, SyntaxError, ValueError, ...
+            raise ImageError(f'{name}: truncated or corrupt image ({_reason(e)})') from None
+    return img
+
+
+def save_image(path, img, recipe=None):
+    """Write a float (H, W, 3) RGB array as ``np.uint8(np.clip(img, 0, 255))``, the notebook's conversion.
+
+    The format follows the extension: .png, or .jpg/.jpeg at quality 95. ``recipe`` (a dict of
+    JSON-serialisable values) is embedded as JSON: in PNG as a text chunk with keyword
+    'classicdream', in JPEG as a COM comment ``{"classicdream": recipe}``; ``read_recipe`` reads it
+    back. The file is written beside ``path`` and renamed into place only once complete.
+    """
+    name = _name(path)
+    path = os.fspath(path)
+    fmt = FORMATS.get(os.path.splitext(path)[1].lower())
+    if fmt is None:
+        raise ImageError(f'{name}: unsupported file type; use one of {", ".join(FORMATS)}')
+    img = np.asarray(img)
+    if img.ndim != 3 or img.shape[2] != 3 or 0 in img.shape:
+        raise ImageError(f'{name}: expected an H x W x 3 RGB array, got shape {img.shape}')
+    folder = os.path.dirname(path) or '.'
+    if os.path.isdir(path):
+        raise ImageError(f'{name}: is a folder; give a file name ending in .png or .jpg')
+    if not os.path.exists(folder):
+        raise ImageError(f'{name}: folder {os.fsdecode(folder)!r} does not exist')
+    if not os.path.isdir(folder):
+        raise ImageError(f'{name}: {os.fsdecode(folder)!r} is not a folder')
+    if not os.access(folder, os.W_OK):
+        raise ImageError(f'{name}: folder {os.fsdecode(folder)!r} is not writable')
+    options = {'quality': JPEG_QUALITY} if fmt == 'JPEG' else {}
+    if recipe is not None:
+        try:
+            if fmt == 'PNG':
+                options['pnginfo'] = PngImagePlugin.PngInfo()
+                options['pnginfo'].add_text(RECIPE_KEY, json.dumps(recipe))
+            else:
+                options['comment'] = json.dumps({RECIPE_KEY: recipe}).encode()
+        except (TypeError, ValueError) as e:
+            raise ImageError(f'{name}: recipe is not JSON-serialisable ({_reason(e)})') from None
+        if len(options.get('comment', b'')) > 65533:
+            raise ImageError(f'{name}: recipe too long for a JPEG comment; save as .png')
+    pil = Image.fromarray(np.uint8(np.clip(img, 0, 255)), 'RGB')
+    try:
+        atomic_write(path, lambda f: pil.save(f, format=fmt, **options))
+    except OSError as e:
+        raise ImageError(f'{name}: cannot write ({_reason(e)})') from None
+
+
+def read_recipe(path):
+    """The recipe dict that ``save_image`` embedded in a PNG or JPEG, or None if there is none."""
+    name = _name(path)
+    try:
+        with Image.open(path) as im:
+            if im.format == 'PNG':
+                im.load()                                 # text chunks after the image data
+                text = im.info.get(RECIPE_KEY)
+                comments = []
+            else:
+                text = None
+                comments = [data for marker, data in getattr(im, 'applist', []) if marker == 'COM']
+    except Image.UnidentifiedImageError:
+        raise ImageError(f'{name}: not an image file (or not a format PIL can read)') from None
+    except Exception as e:
+        raise ImageError(f'{name}: cannot read ({_reason(e)})') from None
+    if text is not None:
+        try:
+            return json.loads(text)
+        except ValueError:
+            raise ImageError(f'{name}: the embedded classicdream recipe is not valid JSON') from None
+    for data in comments:                                 # other tools' comments are not ours: skip
+        try:
+            obj = json.loads(data)
+        except ValueError:
+            continue
+        if isinstance(obj, dict) and isinstance(obj.get(RECIPE_KEY), dict):
+            return obj[RECIPE_KEY]
+    return None
+
+
+def same_file(a, b):
+    """Whether paths a and b name the same file: os.path.samefile when both exist, else resolved paths."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.normcase(os.path.realpath(a)) == os.path.normcase(os.path.realpath(b))
