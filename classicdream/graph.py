@@ -173,9 +173,27 @@ def backward(nodes, params, data, end, objective=objective_L2):
 
     `objective` maps the activations at `end` to the diff placed on them (the notebook's objectives
     write ``dst.diff``); the result is the vector-Jacobian product of that diff back to the input.
+    This is what a *fresh* Caffe net computes; Caffe also keeps stale diffs between calls
+    (shared/reference fact 5), which the notebook never relied on and this port does not reproduce.
     """
     dst, pullback = jax.vjp(lambda x: evaluate(nodes, params, x, end), data)
     return pullback(objective(dst))[0]
+
+
+def as_objective(objective):
+    """Objectives travel through jit as pytrees: a jax.tree_util.Partial keeps arrays it closes over
+    (the guide's features) as arguments instead of constants baked into every compilation."""
+    return objective if isinstance(objective, jax.tree_util.Partial) else jax.tree_util.Partial(objective)
+
+
+@partial(jax.jit, static_argnames=('nodes', 'end'))
+def forward_fn(params, data, *, nodes, end):
+    return evaluate(nodes, params, data, end)
+
+
+@partial(jax.jit, static_argnames=('nodes', 'end'))
+def gradient_fn(params, data, objective, *, nodes, end):
+    return backward(nodes, params, data, end, objective)
 
 
 # ---------------------------------------------------------------- sizes the network accepts
@@ -217,8 +235,8 @@ def smallest_input(nodes, end, axis):
 class Net:
     """The notebook's net, in JAX: blobs in network order, forward(end=...) and the L2 gradient.
 
-    It keeps the parameter pytree and one jitted function per (end, objective); arrays go in and come
-    out as numpy so it can stand where the notebook's pycaffe net stood.
+    It holds the graph, the parameter pytree and Caffe's layer table; arrays go in and come out as
+    numpy so it can stand where the notebook's pycaffe net stood.
     """
 
     def __init__(self, model, sha256=None):
@@ -227,8 +245,6 @@ class Net:
         self.sha256 = sha256
         self.blobs = list(dict.fromkeys(blob for _, _, blob in self.layers))
         self._tensor = {layer: tensor for layer, tensor, _ in self.layers}
-        self._input = self.layers[0][1]
-        self._fns = {}
 
     def tensor(self, end):
         """The tensor holding what Caffe's forward(end=END) leaves in blob END (END names a layer)."""
@@ -250,29 +266,23 @@ class Net:
             raise ValueError(f'an input of {w}x{h} pixels is too small for layer {end!r}: '
                              f'it needs at least {mw}x{mh} (width x height)')
 
-    def _fn(self, kind, end, objective=objective_L2):
-        key = (kind, end, objective)
-        if key not in self._fns:
-            tensor, nodes = self.tensor(end), self.nodes
-            fn = partial(evaluate, nodes, end=tensor) if kind == 'forward' else \
-                partial(backward, nodes, end=tensor, objective=objective)
-            self._fns[key] = jax.jit(fn)
-        return self._fns[key]
-
-    def _run(self, kind, data, end, objective=objective_L2):
+    def _checked(self, data, end):
         data = np.asarray(data, np.float32)
         if data.ndim != 4:
             raise ValueError(f'data must have shape (N, 3, H, W), got {data.shape}')
         self.check_size(data.shape, end)
-        return np.asarray(self._fn(kind, end, objective)(self.params, data))
+        return data
 
     def forward(self, data, end):
         """What pycaffe's net.forward(end=end) leaves in blob `end`, for data of shape (N, 3, H, W)."""
-        return self._run('forward', data, end)
+        data = self._checked(data, end)
+        return np.asarray(forward_fn(self.params, data, nodes=self.nodes, end=self.tensor(end)))
 
     def gradient(self, data, end, objective=objective_L2):
         """d(½‖forward(data, end)‖²)/d data, or the diff of another notebook-style objective."""
-        return self._run('gradient', data, end, objective)
+        data = self._checked(data, end)
+        return np.asarray(gradient_fn(self.params, data, as_objective(objective),
+                                      nodes=self.nodes, end=self.tensor(end)))
 
     def shapes(self, height=224, width=224):
         """Shape of every layer's output for one input of the given size (abstract evaluation, no compute)."""

@@ -1,0 +1,163 @@
+"""The 2015 notebook's dream, step for step: preprocess, make_step, deepdream, objectives, zoom frames.
+
+Function names, parameters, defaults and the order of operations are the notebook's (google/deepdream
+``dream.ipynb``). What differs is where the work runs: the ``iter_n`` steps of one octave are a single
+jitted ``lax.scan`` on the device, and the jitter offsets the notebook drew with ``np.random.randint``
+are drawn up front from the same ``RandomState`` stream, in the same order, and passed in. So a seed
+reproduces what the notebook did after ``np.random.seed(seed)``.
+"""
+import warnings
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.ndimage as nd
+from jax.tree_util import Partial
+
+from .graph import HIGHEST, as_objective, backward, objective_L2
+
+MEAN = np.float32([104.0, 116.0, 122.0])[:, None, None]      # bvlc_googlenet's BGR mean, Caffe's transformer
+DEFAULT_END = 'inception_4c/output'
+
+
+def preprocess(img):
+    """HWC RGB float image → the net's CHW BGR input, mean subtracted (the notebook's preprocess)."""
+    return np.float32(np.rollaxis(np.asarray(img), 2)[::-1]) - MEAN
+
+
+def deprocess(img):
+    """The inverse of preprocess: CHW BGR, mean subtracted → HWC RGB float image."""
+    return np.dstack((np.asarray(img) + MEAN)[::-1])
+
+
+def for_display(vis, clip=True):
+    """The notebook shows unclipped dreams scaled by their 99.98th percentile; clipped ones as they are."""
+    return vis if clip else vis * (255.0 / np.percentile(vis, 99.98))
+
+
+def objective_guide(net, guide_img, end):
+    """The notebook's guided objective (cells 25–27): at each position, the guide feature that matches best.
+
+    The guide's features at `end` are computed once; the objective then sets each position's diff to the
+    guide feature vector with the largest dot product with the dream's own feature there.
+    """
+    guide_features = net.forward(preprocess(guide_img)[None], end)[0]
+    return Partial(_guide_diff, jnp.asarray(guide_features))
+
+
+def _guide_diff(guide_features, dst):
+    x = dst[0]
+    y = guide_features
+    ch = x.shape[0]
+    x = x.reshape(ch, -1)
+    y = y.reshape(ch, -1)
+    A = jnp.dot(x.T, y, precision=HIGHEST)          # the matrix of dot-products with guide features
+    return y[:, A.argmax(1)].reshape(dst.shape)      # select the ones that match best
+
+
+def make_step(nodes, params, src, shift, objective, *, end, step_size=1.5, clip=True):
+    """Basic gradient ascent step, on the (3, H, W) input `src`; `shift` is the step's jitter (ox, oy)."""
+    ox, oy = shift[0], shift[1]
+    src = jnp.roll(jnp.roll(src, ox, -1), oy, -2)                  # apply jitter shift
+    g = backward(nodes, params, src[None], end, objective)[0]
+    src = src + step_size / jnp.abs(g).mean() * g                  # normalized ascent step
+    src = jnp.roll(jnp.roll(src, -ox, -1), -oy, -2)                # unshift image
+    if clip:
+        bias = jnp.asarray(MEAN)
+        src = jnp.clip(src, -bias, 255 - bias)
+    return src
+
+
+@partial(jax.jit, static_argnames=('nodes', 'end', 'clip'))
+def octave_steps(params, src, shifts, objective, step_size, *, nodes, end, clip):
+    """All iter_n steps of one octave in one device call: a scan of make_step over the jitter shifts."""
+    def step(x, shift):
+        return make_step(nodes, params, x, shift, objective, end=end, step_size=step_size, clip=clip), None
+    return jax.lax.scan(step, src, shifts)[0]
+
+
+def random_state(seed):
+    """The notebook's randomness: a RandomState seeded like np.random.seed(seed); None picks a seed."""
+    if isinstance(seed, np.random.RandomState):
+        return seed
+    return np.random.RandomState(seed)
+
+
+def octave_sizes(shape, octave_n, octave_scale):
+    """(h, w) of each octave, largest first, as scipy.ndimage.zoom(order=1) produces them."""
+    sizes = [tuple(shape[:2])]
+    for _ in range(octave_n - 1):
+        h, w = sizes[-1]
+        sizes.append((int(round(h * (1.0 / octave_scale))), int(round(w * (1.0 / octave_scale)))))
+    return sizes
+
+
+def check_octaves(net, shape, octave_n, octave_scale, end):
+    """Refuse an octave stack whose smallest octave is below what layer `end` accepts, saying what fits."""
+    mh, mw = net.min_size(end)
+    sizes = octave_sizes(shape, octave_n, octave_scale)
+    fits = [h >= mh and w >= mw for h, w in sizes]
+    if not all(fits):
+        h, w = sizes[-1]
+        can = fits.index(False) if False in fits else octave_n
+        hint = f'use --octave_n={can} or fewer' if can else 'use a larger image'
+        raise ValueError(f'the smallest of {octave_n} octaves is {w}x{h} pixels, but layer {end!r} needs at '
+                         f'least {mw}x{mh}: {hint}')
+
+
+def deepdream(net, base_img, iter_n=10, octave_n=4, octave_scale=1.4, end=DEFAULT_END, clip=True, seed=0,
+              objective=objective_L2, progress=None, **step_params):
+    """The notebook's deepdream(): octaves, detail carried between them, iter_n steps per octave.
+
+    Returns the float HWC RGB image, as the notebook did. `seed` is an int (the notebook's
+    np.random.seed), a RandomState to continue (the zoom loop does), or None for a random seed.
+    `step_params` are make_step's: step_size (1.5) and jitter (32). `progress(octave, size)` is
+    called after each octave, for progress bars.
+    """
+    rng = random_state(seed)
+    jitter = step_params.pop('jitter', 32)
+    step_size = step_params.pop('step_size', 1.5)
+    if step_params:
+        raise TypeError(f'unknown step parameters: {", ".join(step_params)}')
+    tensor = net.tensor(end)
+    check_octaves(net, np.shape(base_img), octave_n, octave_scale, end)
+    objective = as_objective(objective)
+    # prepare base images for all octaves
+    octaves = [preprocess(base_img)]
+    for i in range(octave_n - 1):
+        octaves.append(nd.zoom(octaves[-1], (1, 1.0 / octave_scale, 1.0 / octave_scale), order=1))
+    detail = np.zeros_like(octaves[-1])         # allocate image for network-produced details
+    for octave, octave_base in enumerate(octaves[::-1]):
+        h, w = octave_base.shape[-2:]
+        if octave > 0:
+            # upscale details from the previous octave
+            h1, w1 = detail.shape[-2:]
+            detail = nd.zoom(detail, (1, 1.0 * h / h1, 1.0 * w / w1), order=1)
+        src = octave_base + detail
+        shifts = np.stack([rng.randint(-jitter, jitter + 1, 2) for _ in range(iter_n)]).astype(np.int32) \
+            if iter_n else np.zeros((0, 2), np.int32)
+        src = np.asarray(octave_steps(net.params, src, shifts, objective, np.float32(step_size),
+                                      nodes=net.nodes, end=tensor, clip=clip))
+        if progress:
+            progress(octave, (h, w))
+        # extract details produced on the current octave
+        detail = src - octave_base
+    # returning the resulting image
+    return deprocess(src)
+
+
+def zoom_frame(frame, s=0.05):
+    """The notebook's zoom between frames: scale by (1 - s) about the centre, bilinear."""
+    h, w = frame.shape[:2]
+    return nd.affine_transform(frame, [1 - s, 1 - s, 1], [h * s / 2, w * s / 2, 0], order=1)
+
+
+def skip_dreams(rng, n, iter_n=10, octave_n=4, jitter=32):
+    """Advance `rng` past n dreams' jitter draws, so a resumed zoom continues the same random stream.
+
+    The draws must repeat deepdream's own calls: how much of the stream randint uses depends on its range.
+    """
+    for _ in range(n * iter_n * octave_n):
+        rng.randint(-jitter, jitter + 1, 2)
+    return rng
