@@ -173,6 +173,18 @@ def read_caffemodel(path):
     """Map layer name → list of parameter arrays (weights, bias) from a binary .caffemodel."""
     with open(path, 'rb') as f:
         buf = memoryview(f.read())
+    try:
+        params = _layer_params(buf)
+    except CaffeFormatError:
+        raise
+    except ValueError as e:             # float data of an odd byte length, a name that is not UTF-8, ...
+        raise CaffeFormatError(f'{path}: corrupt caffemodel ({e})') from None
+    if not params:
+        raise CaffeFormatError(f'{path}: no layer with parameters found; is it a .caffemodel?')
+    return params
+
+
+def _layer_params(buf):
     params = {}
     # NetParameter: field 100 = LayerParameter (name 1, blobs 7); field 2 = V1LayerParameter (name 4, blobs 6)
     for number, wire, value in _fields(buf):
@@ -187,8 +199,6 @@ def read_caffemodel(path):
                 blobs.append(_blob(v2))
         if name is not None and blobs:
             params[name] = blobs
-    if not params:
-        raise CaffeFormatError(f'{path}: no layer with parameters found; is it a .caffemodel?')
     return params
 
 
@@ -217,8 +227,12 @@ _PARAM_FIELDS = {'Convolution': 'convolution_param', 'Pooling': 'pooling_param',
 
 def read_prototxt(path):
     """Read a deploy prototxt into a NetSpec: the input blob and the layers in network order."""
-    with open(path, encoding='utf-8') as f:
-        net = parse_prototxt(f.read())
+    try:
+        with open(path, encoding='utf-8') as f:
+            text = f.read()
+    except UnicodeDecodeError:
+        raise CaffeFormatError(f'{path}: not a text prototxt (is it a binary .caffemodel?)') from None
+    net = parse_prototxt(text)
     layers, input_name = [], first(net, 'input')
     for msg in net.get('layer', []) + net.get('layers', []):
         ltype = first(msg, 'type')
