@@ -105,22 +105,16 @@ def load_image(path):
     return img
 
 
-def save_image(path, img, recipe=None):
-    """Write a float (H, W, 3) RGB array as ``np.uint8(np.clip(img, 0, 255))``, the notebook's conversion.
+def check_writable(path):
+    """The PIL format for an output path, or ImageError if an image cannot be written there.
 
-    The format follows the extension: .png, or .jpg/.jpeg at quality 95. ``recipe`` (a dict of
-    JSON-serialisable values) is embedded as JSON: in PNG as a text chunk with keyword
-    'classicdream', in JPEG as a COM comment ``{"classicdream": recipe}``; ``read_recipe`` reads it
-    back. The file is written beside ``path`` and renamed into place only once complete.
+    Called by save_image, and by the CLI before a long dream, so a bad --out fails in a second.
     """
     name = _name(path)
     path = os.fspath(path)
     fmt = FORMATS.get(os.path.splitext(path)[1].lower())
     if fmt is None:
         raise ImageError(f'{name}: unsupported file type; use one of {", ".join(FORMATS)}')
-    img = np.asarray(img)
-    if img.ndim != 3 or img.shape[2] != 3 or 0 in img.shape:
-        raise ImageError(f'{name}: expected an H x W x 3 RGB array, got shape {img.shape}')
     folder = os.path.dirname(path) or '.'
     if os.path.isdir(path):
         raise ImageError(f'{name}: is a folder; give a file name ending in .png or .jpg')
@@ -130,6 +124,22 @@ def save_image(path, img, recipe=None):
         raise ImageError(f'{name}: {os.fsdecode(folder)!r} is not a folder')
     if not os.access(folder, os.W_OK):
         raise ImageError(f'{name}: folder {os.fsdecode(folder)!r} is not writable')
+    return fmt
+
+
+def save_image(path, img, recipe=None):
+    """Write a float (H, W, 3) RGB array as ``np.uint8(np.clip(img, 0, 255))``, the notebook's conversion.
+
+    The format follows the extension: .png, or .jpg/.jpeg at quality 95. ``recipe`` (a dict of
+    JSON-serialisable values) is embedded as JSON: in PNG as a text chunk with keyword
+    'classicdream', in JPEG as a COM comment ``{"classicdream": recipe}``; ``read_recipe`` reads it
+    back. The file is written beside ``path`` and renamed into place only once complete.
+    """
+    name = _name(path)
+    fmt = check_writable(path)
+    img = np.asarray(img)
+    if img.ndim != 3 or img.shape[2] != 3 or 0 in img.shape:
+        raise ImageError(f'{name}: expected an H x W x 3 RGB array, got shape {img.shape}')
     options = {'quality': JPEG_QUALITY} if fmt == 'JPEG' else {}
     if recipe is not None:
         try:
@@ -144,7 +154,7 @@ def save_image(path, img, recipe=None):
             raise ImageError(f'{name}: recipe too long for a JPEG comment; save as .png')
     pil = Image.fromarray(np.uint8(np.clip(img, 0, 255)), 'RGB')
     try:
-        atomic_write(path, lambda f: pil.save(f, format=fmt, **options))
+        atomic_write(os.fspath(path), lambda f: pil.save(f, format=fmt, **options))
     except OSError as e:
         raise ImageError(f'{name}: cannot write ({_reason(e)})') from None
 
