@@ -10,7 +10,7 @@ DREAM_OPTS = $(if $(OUT),--out='$(OUT)') $(if $(END),--end='$(END)') $(if $(SEED
 	$(if $(OCTAVE_SCALE),--octave_scale='$(OCTAVE_SCALE)') $(if $(STEP_SIZE),--step_size='$(STEP_SIZE)') \
 	$(if $(JITTER),--jitter='$(JITTER)')
 
-.PHONY: setup models test dream bench clean
+.PHONY: setup models test dream clean
 
 setup: $(VENV)/.installed
 
@@ -31,9 +31,6 @@ test: models
 dream: models
 	@test -n '$(IMG)' || { echo 'usage: make dream IMG=path/to/image.jpg [OUT=... END=... SEED=...]' >&2; exit 2; }
 	$(PY) -m classicdream dream '$(IMG)' $(DREAM_OPTS)
-
-bench: models
-	$(PY) bench/bench.py
 
 clean:
 	rm -rf $(VENV) $(MODEL) .pytest_cache
