@@ -202,3 +202,27 @@ def test_module_entry_point_and_help():
     text = help_text.stdout + help_text.stderr            # fire writes help to stderr when not on a terminal
     assert help_text.returncode == 0
     assert '--seed=random' in text and 'inception_4c/output' in text and 'Traceback' not in text
+
+
+def test_unclipped_dream_is_saved_scaled_by_its_99_98th_percentile(capsys, tmp_path, photo, net):
+    """The notebook shows clip=False dreams as vis * 255 / percentile(vis, 99.98); the saved file is that."""
+    from classicdream import deepdream
+    out = tmp_path / 'u.png'
+    code, _, err = run(capsys, 'dream', photo, f'--out={out}', '--clip=False', '--step_size=40', *FAST)
+    assert code == 0, err
+    vis = deepdream(net, load_image(photo), iter_n=1, octave_n=1, clip=False, step_size=40)
+    assert vis.max() > 255                            # the unclipped dream really leaves the 0..255 range
+    expected = np.uint8(np.clip(vis * (255.0 / np.percentile(vis, 99.98)), 0, 255))
+    assert np.abs(np.int16(load_image(out)) - expected).max() <= 1
+
+
+def test_second_process_reuses_the_persistent_compilation_cache(tmp_path, photo):
+    cache = tmp_path / 'jax-cache'
+    env = dict(os.environ, CLASSICDREAM_JAX_CACHE=str(cache))
+    argv = [sys.executable, '-m', 'classicdream', 'dream', str(photo), '--iter_n=1', '--octave_n=1', '--quiet']
+    first = subprocess.run(argv + [f'--out={tmp_path / "1.jpg"}'], env=env, capture_output=True, text=True)
+    entries = sorted(p.name for p in cache.iterdir())
+    second = subprocess.run(argv + [f'--out={tmp_path / "2.jpg"}'], env=env, capture_output=True, text=True)
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    assert entries and sorted(p.name for p in cache.iterdir()) == entries    # nothing new compiled
+    assert (tmp_path / '1.jpg').read_bytes() == (tmp_path / '2.jpg').read_bytes()
