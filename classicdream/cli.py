@@ -110,6 +110,7 @@ class Dreamer:
                     clip=self.clip, seed=self.seed, model_sha256=self.net.sha256, **extra)
 
     def dream(self, img, rng, objective=None, label=''):
+        # deepdream checks this too; checking first keeps the error to one line, before a progress bar opens
         check_octaves(self.net, img.shape, self.octave_n, self.octave_scale, self.end)
         bar = None
         if not self.quiet:

@@ -6,7 +6,6 @@ jitted ``lax.scan`` on the device, and the jitter offsets the notebook drew with
 are drawn up front from the same ``RandomState`` stream, in the same order, and passed in. So a seed
 reproduces what the notebook did after ``np.random.seed(seed)``.
 """
-import warnings
 from functools import partial
 
 import jax

@@ -215,7 +215,7 @@ def smallest_input(nodes, end, axis):
     path = needed_nodes(nodes, end)
 
     def fits(size):
-        sizes, inp = {}, None
+        sizes = {}
         for node in path:
             ins = [sizes.get(i, size) for i in node.inputs]
             sizes[node.output] = _spatial_out(node, min(ins), axis) if node.op not in ('Flatten', 'Gemm') else 1
