@@ -139,9 +139,13 @@ OPS = {
 }
 
 
+def _as_tuple(end):
+    return end if isinstance(end, tuple) else (end,)
+
+
 def needed_nodes(nodes, end):
-    """The nodes that `end` depends on, in graph order."""
-    want, keep = {end}, []
+    """The nodes that `end` (a tensor, or a tuple of them) depends on, in graph order."""
+    want, keep = set(_as_tuple(end)), []
     for node in reversed(nodes):
         if node.output in want:
             keep.append(node)
@@ -150,12 +154,15 @@ def needed_nodes(nodes, end):
 
 
 def evaluate(nodes, params, data, end):
-    """Pure evaluation of tensor `end` for input `data`: only the nodes it depends on run."""
+    """Pure evaluation of tensor `end` for input `data`: only the nodes it depends on run.
+
+    `end` may be a tuple of tensors (several layers dreamed at once); the result is then a tuple too.
+    """
     values = dict(params)
     values[_input_name(nodes, params)] = data
     for node in needed_nodes(nodes, end):
         values[node.output] = OPS[node.op](node, *(values[i] for i in node.inputs))
-    return values[end]
+    return tuple(values[e] for e in end) if isinstance(end, tuple) else values[end]
 
 
 def _input_name(nodes, params):
@@ -247,7 +254,11 @@ class Net:
         self._tensor = {layer: tensor for layer, tensor, _ in self.layers}
 
     def tensor(self, end):
-        """The tensor holding what Caffe's forward(end=END) leaves in blob END (END names a layer)."""
+        """The tensor holding what Caffe's forward(end=END) leaves in blob END (END names a layer).
+
+        A tuple or list of layers gives a tuple of tensors: the objective then sees all of them."""
+        if isinstance(end, (tuple, list)):
+            return tuple(self.tensor(e) for e in end)
         if end in self._tensor:
             return self._tensor[end]
         close = difflib.get_close_matches(end, list(self._tensor), n=3, cutoff=0.5)
@@ -255,7 +266,7 @@ class Net:
         raise ValueError(f'unknown layer {end!r}{hint}')
 
     def min_size(self, end):
-        """(height, width) of the smallest input that reaches `end`."""
+        """(height, width) of the smallest input that reaches `end` (every layer of it, for a tuple)."""
         tensor = self.tensor(end)
         return smallest_input(self.nodes, tensor, 0), smallest_input(self.nodes, tensor, 1)
 
@@ -284,14 +295,17 @@ class Net:
         return np.asarray(gradient_fn(self.params, data, as_objective(objective),
                                       nodes=self.nodes, end=self.tensor(end)))
 
-    def shapes(self, height=224, width=224):
-        """Shape of every layer's output for one input of the given size (abstract evaluation, no compute)."""
+    def shape(self, end, height=224, width=224):
+        """Shape of layer `end`'s output for one input of the given size (abstract evaluation, no compute)."""
         data = jax.ShapeDtypeStruct((1, 3, height, width), jnp.float32)
-        out = {}
-        for layer, tensor, _ in self.layers[1:]:
+        return jax.eval_shape(partial(evaluate, self.nodes, end=self.tensor(end)), self.params, data).shape
+
+    def shapes(self, height=224, width=224):
+        """Shape of every layer's output for one input of the given size; None where it is too small."""
+        out = {self.layers[0][0]: (1, 3, height, width)}
+        for layer, _, _ in self.layers[1:]:
             try:
-                out[layer] = jax.eval_shape(partial(evaluate, self.nodes, end=tensor), self.params, data).shape
+                out[layer] = self.shape(layer, height, width)
             except (TypeError, ValueError):
                 out[layer] = None
-        out[self.layers[0][0]] = data.shape
         return out
