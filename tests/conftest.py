@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get('CLASSICDREAM_SHARED', ROOT.parent / 'shared'))
@@ -44,3 +45,37 @@ def reference():
 
 def relative_error(ours, ref):
     return float(np.linalg.norm(np.asarray(ours, np.float64) - ref) / np.linalg.norm(ref))
+
+
+# ---------------------------------------------------------------- the command line, run in this process
+
+FAST = ['--iter_n=1', '--octave_n=1', '--quiet']
+
+
+def run(capsys, *argv):
+    """Run the CLI in this process (sharing the jit cache); return (exit status, stdout, stderr)."""
+    from classicdream.cli import main
+    try:
+        main([str(a) for a in argv])
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code, err, *words):
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('classicdream: error:'), err
+    assert 'Traceback' not in err
+    for word in words:
+        assert word in lines[0]
+
+
+@pytest.fixture
+def photo(tmp_path, shared):
+    """A small real photo (a crop of the notebook's sky), big enough for one octave at inception_4c."""
+    path = tmp_path / 'photo.jpg'
+    Image.open(shared / 'images' / 'sky1024px.jpg').crop((0, 0, 96, 64)).save(path, quality=95)
+    return path

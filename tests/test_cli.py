@@ -7,39 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from classicdream.cli import main
 from classicdream.images import load_image, read_recipe
-
-FAST = ['--iter_n=1', '--octave_n=1', '--quiet']
-
-
-def run(capsys, *argv):
-    """Run the CLI in this process (sharing the jit cache); return (exit status, stdout, stderr)."""
-    try:
-        main([str(a) for a in argv])
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_line_error(code, err, *words):
-    assert code == 2
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith('classicdream: error:'), err
-    assert 'Traceback' not in err
-    for word in words:
-        assert word in lines[0]
-
-
-@pytest.fixture
-def photo(tmp_path, shared):
-    """A small real photo (a crop of the notebook's sky), big enough for one octave at inception_4c."""
-    path = tmp_path / 'photo.jpg'
-    Image.open(shared / 'images' / 'sky1024px.jpg').crop((0, 0, 96, 64)).save(path, quality=95)
-    return path
-
+from conftest import FAST, assert_one_line_error, run
 
 def test_dream_writes_result_with_recipe(capsys, tmp_path, photo, net):
     out = tmp_path / 'out.png'
