@@ -1,23 +1,27 @@
-"""The command line (python-fire): dream, guide, zoom, layers, models, convert.
+"""The command line (python-fire): dream, guide, visualize, zoom, atlas, layers, models, convert.
 
 Every user mistake (a bad file, a bad parameter, an unknown layer, an output path that cannot be
 written) ends as one line on stderr and exit status 2: no traceback, and no file of the user's is
 overwritten: an output path is written only if it is new or holds an earlier classicdream result.
 """
+import copy
 import math
 import os
 import re
 import sys
+from collections import Counter
 from pathlib import Path
 
 import fire
 import numpy as np
 
 from . import __version__
-from .dream import DEFAULT_END, check_octaves, deepdream, for_display, objective_guide, random_state, \
+from .dream import DEFAULT_END, check_octaves, check_tile, deepdream, for_display, objective_guide, random_state, \
     skip_dreams, zoom_frame
 from .files import atomic_write
-from .images import ImageError, check_writable, load_image, read_recipe, same_file, save_image
+from .images import ImageError, check_writable, contact_sheet, load_image, read_recipe, same_file, save_image
+from .objectives import CLASS_END, check_channels, find_class, noise_image, objective_channel, objective_class, \
+    objective_weighted, synset_words
 
 
 class UserError(Exception):
@@ -66,26 +70,83 @@ def _slug(text):
     return re.sub(r'[^A-Za-z0-9_.-]+', '-', str(text)).strip('-')
 
 
+def _parse_end(spec):
+    """--end as (layer, None), or for 'layer:weight,layer:weight' (several layers) (layers, weights)."""
+    if isinstance(spec, (tuple, list)):
+        spec = ','.join(map(str, spec))
+    parts = [p.strip() for p in str(spec).split(',') if p.strip()]
+    if not parts:
+        raise UserError('--end must name a layer')
+    layers, weights = [], []
+    for part in parts:
+        layer, colon, weight = part.partition(':')
+        layers.append(layer.strip())
+        try:
+            weights.append(float(weight) if colon else 1.0)
+        except ValueError:
+            raise UserError(f'--end: the weight of {layer} must be a number, got {weight!r}') from None
+        if not math.isfinite(weights[-1]):
+            raise UserError(f'--end: the weight of {layer} must be finite, got {weight!r}')
+    if len(set(layers)) != len(layers):
+        raise UserError(f'--end names a layer twice: {spec}')
+    if len(layers) == 1:
+        return layers[0], None
+    if not any(weights):
+        raise UserError('--end: at least one weight must be non-zero')
+    return tuple(layers), tuple(weights)
+
+
+def _channels(value):
+    """--channel=42 or --channel=42,43 (fire reads the latter as a tuple) as a tuple of ints, or None."""
+    if value is None:
+        return None
+    items = value if isinstance(value, (tuple, list)) else str(value).split(',')
+    return tuple(_number('channel', c, int, 0, allow_equal=True) for c in items)
+
+
+def _size(name, value):
+    """WxH (or N for a square) as (height, width)."""
+    w, x, h = str(value).lower().partition('x')
+    return (_number(name, h or w, int, 1, allow_equal=True), _number(name, w, int, 1, allow_equal=True))
+
+
+def _image_files(folder):
+    """The files in `folder` that PIL can name as images, sorted; hidden files are left out."""
+    from PIL import Image
+    extensions = Image.registered_extensions()
+    return sorted(p for p in Path(folder).iterdir()
+                  if p.is_file() and not p.name.startswith('.') and p.suffix.lower() in extensions)
+
+
+def _recipe_of(path):
+    """The recipe of an earlier result, or None where there is none (or no readable file)."""
+    try:
+        return read_recipe(path)
+    except ImageError:
+        return None
+
+
 def _check_output(out, inputs):
     """Refuse, before any work, an output that would replace an input or a file that is not ours."""
     check_writable(out)
     for path in inputs:
         if same_file(out, path):
             raise UserError(f'{out}: the output would overwrite the input {path}; choose another --out')
-    if os.path.exists(out):
-        try:
-            ours = read_recipe(out) is not None
-        except ImageError:
-            ours = False
-        if not ours:
-            raise UserError(f'{out}: exists and is not a classicdream result; not overwriting it')
+    if os.path.exists(out) and _recipe_of(out) is None:
+        raise UserError(f'{out}: exists and is not a classicdream result; not overwriting it')
 
 
 class Dreamer:
     """Shared option handling for the commands that dream; holds the net once it is loaded."""
 
-    def __init__(self, end, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, quiet):
-        self.end = str(end)
+    def __init__(self, end, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, quiet, channel=None,
+                 tile=None):
+        self.end, self.weights = _parse_end(end)
+        self.end_spec = ','.join(f'{e}:{w:g}' for e, w in zip(self.end, self.weights)) if self.weights \
+            else self.end
+        self.channels = _channels(channel)
+        if self.channels and self.weights:
+            raise UserError('--channel goes with one --end layer, not several')
         self.iter_n = _number('iter_n', iter_n, int, 1, allow_equal=True)
         self.octave_n = _number('octave_n', octave_n, int, 1, allow_equal=True)
         self.octave_scale = _number('octave_scale', octave_scale, float, 1.0, allow_equal=True)
@@ -93,6 +154,7 @@ class Dreamer:
         self.jitter = _number('jitter', jitter, int, 0, allow_equal=True)
         self.clip = _flag('clip', clip)
         self.seed = _seed(seed)
+        self.tile = None if tile is None else _number('tile', tile, int, 1, allow_equal=True)
         self.quiet = bool(quiet)
         self._net = None
 
@@ -101,13 +163,42 @@ class Dreamer:
         if self._net is None:
             from . import load_net
             self._net = load_net()
-            self._net.tensor(self.end)                    # unknown layer: fail now, with suggestions
+            self.check()
         return self._net
 
+    def check(self):
+        """Unknown layers, channels and too-small tiles fail now, in one line, before any dreaming."""
+        self.net.tensor(self.end)
+        if self.channels:
+            check_channels(self.net, self.end, self.channels)
+        check_tile(self.net, self.tile, self.end)
+
+    def at(self, end):
+        """The same options, dreaming at another layer."""
+        other = copy.copy(self)
+        other.end = other.end_spec = end
+        other.check()
+        return other
+
+    def objective(self):
+        if self.channels:
+            return objective_channel(self.channels)
+        if self.weights:
+            return objective_weighted(self.weights)
+        return None
+
     def recipe(self, **extra):
-        return dict(classicdream=__version__, end=self.end, iter_n=self.iter_n, octave_n=self.octave_n,
+        options = dict(channel=list(self.channels)) if self.channels else {}
+        if self.tile:
+            options['tile'] = self.tile
+        return dict(classicdream=__version__, end=self.end_spec, iter_n=self.iter_n, octave_n=self.octave_n,
                     octave_scale=self.octave_scale, step_size=self.step_size, jitter=self.jitter,
-                    clip=self.clip, seed=self.seed, model_sha256=self.net.sha256, **extra)
+                    clip=self.clip, seed=self.seed, model_sha256=self.net.sha256, **options, **extra)
+
+    def name(self):
+        """The layer part of a default output name: dreams/sky_inception_4c-output_c42_s0.jpg."""
+        channels = f'_c{"-".join(map(str, self.channels))}' if self.channels else ''
+        return _slug(self.end_spec.replace('/', '-')) + channels
 
     def dream(self, img, rng, objective=None, label=''):
         # deepdream checks this too; checking first keeps the error to one line, before a progress bar opens
@@ -118,13 +209,14 @@ class Dreamer:
             bar = tqdm(total=self.octave_n * self.iter_n, unit='step', file=sys.stderr, desc=label or 'dream')
 
         def progress(octave, size):
-            bar.set_postfix_str(f'octave {octave + 1}/{self.octave_n} {size[1]}x{size[0]} {self.end}')
+            bar.set_postfix_str(f'octave {octave + 1}/{self.octave_n} {size[1]}x{size[0]} {self.end_spec}')
             bar.update(self.iter_n)
+        objective = objective if objective is not None else self.objective()
         extra = {} if objective is None else {'objective': objective}
         try:
             return deepdream(self.net, img, iter_n=self.iter_n, octave_n=self.octave_n,
                              octave_scale=self.octave_scale, end=self.end, clip=self.clip, seed=rng,
-                             step_size=self.step_size, jitter=self.jitter,
+                             step_size=self.step_size, jitter=self.jitter, tile=self.tile,
                              progress=progress if bar else None, **extra)
         finally:
             if bar:
@@ -135,7 +227,8 @@ def _dream_options(doc):
     return doc + '''
 
 Options (the notebook's defaults):
-  --end=inception_4c/output  the layer whose activations are amplified (see `classicdream layers`)
+  --end=inception_4c/output  the layer whose activations are amplified (see `classicdream layers`);
+                several at once, weighted: --end=inception_4c/output:1,inception_3b/output:0.5
   --iter_n=10 --octave_n=4 --octave_scale=1.4 --step_size=1.5 --jitter=32 --clip=True
   --seed=0      the notebook's np.random.seed; --seed=random picks one and records it in the output
   --quiet       no progress bar'''
@@ -145,28 +238,49 @@ class Commands:
     """classicdream: Google's 2015 DeepDream notebook, faithfully, in JAX (bvlc_googlenet via ONNX).
 
     classicdream dream IMG [--out=PATH] [options]      dream on an image
+    classicdream dream DIR [--outdir=OUT]              dream on every image in a folder (resumable)
+    classicdream dream --noise=WxH [options]           dream on seeded noise
     classicdream guide IMG GUIDE [--out=PATH]          dream guided by another image's features
-    classicdream zoom IMG --frames=N [--outdir=DIR]    the notebook's zooming frames
+    classicdream visualize --class=NAME [--out=PATH]   what the net thinks a class looks like
+    classicdream zoom IMG --frames=N [--mp4=PATH]      the notebook's zooming frames, and a video
+    classicdream atlas IMG [--layers=A,B,...]          the same image dreamed at every layer, on one sheet
     classicdream layers                                every layer you can dream on, with its shape
     classicdream models                                build models/bvlc_googlenet.onnx
     classicdream convert DEPLOY WEIGHTS OUT            convert any Caffe net to ONNX
     """
 
-    def dream(self, img, out=None, end=DEFAULT_END, iter_n=10, octave_n=4, octave_scale=1.4, step_size=1.5,
-              jitter=32, clip=True, seed=0, quiet=False):
-        d = Dreamer(end, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, quiet)
-        base = load_image(img)
-        out = _output(out, f'{_slug(Path(str(img)).stem)}_{_slug(d.end.replace("/", "-"))}_s{d.seed}.jpg', [img])
-        result = d.dream(base, random_state(d.seed), label=Path(str(img)).name)
-        save_image(out, for_display(result, d.clip), d.recipe(command='dream', input=Path(str(img)).name))
+    def dream(self, img=None, out=None, outdir=None, end=DEFAULT_END, channel=None, noise=None, tile=None,
+              iter_n=10, octave_n=4, octave_scale=1.4, step_size=1.5, jitter=32, clip=True, seed=0, quiet=False):
+        d = Dreamer(end, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, quiet, channel, tile)
+        if noise is not None and img is not None:
+            raise UserError('give an image or --noise=WxH, not both')
+        if noise is None and img is None:
+            raise UserError('give an image, a folder of images, or --noise=WxH')
+        if img is not None and os.path.isdir(str(img)):
+            if out is not None:
+                raise UserError(f'{img} is a folder: give --outdir for its dreams, not --out')
+            return _dream_folder(d, Path(str(img)), Path(str(outdir)) if outdir else None)
+        if outdir is not None:
+            raise UserError('--outdir is for a folder of images; give --out for one image')
+        rng = random_state(d.seed)
+        if noise is not None:
+            h, w = _size('noise', noise)
+            name, inputs, base = f'noise{w}x{h}', [], noise_image(h, w, rng)
+        else:
+            name, inputs, base = Path(str(img)).name, [img], load_image(img)
+        out = _output(out, f'{_slug(Path(name).stem)}_{d.name()}_s{d.seed}.jpg', inputs)
+        result = d.dream(base, rng, label=name)
+        save_image(out, for_display(result, d.clip), d.recipe(command='dream', input=name))
         print(out)
 
-    def guide(self, img, guide, out=None, end='inception_3b/output', iter_n=10, octave_n=4, octave_scale=1.4,
-              step_size=1.5, jitter=32, clip=True, seed=0, quiet=False):
-        d = Dreamer(end, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, quiet)
+    def guide(self, img, guide, out=None, end='inception_3b/output', tile=None, iter_n=10, octave_n=4,
+              octave_scale=1.4, step_size=1.5, jitter=32, clip=True, seed=0, quiet=False):
+        d = Dreamer(end, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, quiet, tile=tile)
+        if d.weights:
+            raise UserError('guide dreams at one --end layer')
         base, guide_img = load_image(img), load_image(guide)
         out = _output(out, f'{_slug(Path(str(img)).stem)}_guide-{_slug(Path(str(guide)).stem)}_'
-                           f'{_slug(d.end.replace("/", "-"))}_s{d.seed}.jpg', [img, guide])
+                           f'{d.name()}_s{d.seed}.jpg', [img, guide])
         check_octaves(d.net, guide_img.shape, 1, 1.0, d.end)
         objective = objective_guide(d.net, guide_img, d.end)
         result = d.dream(base, random_state(d.seed), objective, label=Path(str(img)).name)
@@ -174,13 +288,38 @@ class Commands:
                    d.recipe(command='guide', input=Path(str(img)).name, guide=Path(str(guide)).name))
         print(out)
 
-    def zoom(self, img, frames, scale=0.05, outdir=None, end=DEFAULT_END, iter_n=10, octave_n=4,
-             octave_scale=1.4, step_size=1.5, jitter=32, clip=True, seed=0, quiet=False):
+    def visualize(self, out=None, img=None, size=224, iter_n=20, octave_n=4, octave_scale=1.4, step_size=1.5,
+                  jitter=32, clip=True, seed=0, quiet=False, **options):
+        klass = options.pop('class', None)
+        if options:
+            raise UserError(f'unknown option --{next(iter(options))}; see classicdream visualize --help')
+        if klass is None:
+            raise UserError('say which class: --class=NAME or --class=INDEX (e.g. --class=ladybug)')
+        index = find_class(klass)
+        label = synset_words()[index][1][0]
+        d = Dreamer(CLASS_END, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, quiet)
+        rng = random_state(d.seed)
+        if img is not None:
+            name, inputs, base = Path(str(img)).name, [img], load_image(img)
+        else:
+            h, w = _size('size', size)
+            name, inputs, base = f'noise{w}x{h}', [], noise_image(h, w, rng)
+        out = _output(out, f'class{index}_{_slug(label)}_s{d.seed}.jpg', inputs)
+        result = d.dream(base, rng, objective_class(d.net, index), label=label)
+        save_image(out, for_display(result, d.clip),
+                   d.recipe(command='visualize', input=name, class_index=index, class_name=label))
+        print(out)
+
+    def zoom(self, img, frames, scale=0.05, outdir=None, mp4=None, fps=25, end=DEFAULT_END, iter_n=10,
+             octave_n=4, octave_scale=1.4, step_size=1.5, jitter=32, clip=True, seed=0, quiet=False):
         d = Dreamer(end, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, quiet)
         frames = _number('frames', frames, int, 1, allow_equal=True)
         scale = _number('scale', scale, float, 0.0)
         if scale >= 1:
             raise UserError(f'--scale must be below 1, got {scale}')
+        fps = _number('fps', fps, float, 0.0)
+        if mp4 is not None:
+            _check_video_output(str(mp4))
         outdir = Path(outdir or f'frames/{_slug(Path(str(img)).stem)}')
         frame = load_image(img)
         if outdir.exists() and not outdir.is_dir():
@@ -199,7 +338,7 @@ class Commands:
                 frame = load_image(outdir / f'{start - 1:04d}.jpg')
             frame = zoom_frame(frame, scale)
             skip_dreams(rng, start, d.iter_n, d.octave_n, d.jitter)
-            if not d.quiet:
+            if not d.quiet and start < frames:
                 print(f'resuming at frame {start}', file=sys.stderr)
         for frame_i in range(start, frames):
             frame = d.dream(frame, rng, label=f'frame {frame_i:04d}')
@@ -209,6 +348,40 @@ class Commands:
             atomic_write(state, lambda f: np.savez(f, frame=frame_i, image=frame))
             print(path)
             frame = zoom_frame(frame, scale)
+        if mp4 is not None:
+            from .video import write_mp4
+            paths = [outdir / f'{i:04d}.jpg' for i in range(frames)]
+            print(write_mp4(paths, mp4, fps, d.recipe(command='zoom', input=Path(str(img)).name, frames=frames,
+                                                      scale=scale, fps=fps)))
+
+    def atlas(self, img, layers=None, outdir=None, thumb=256, iter_n=10, octave_n=4, octave_scale=1.4,
+              step_size=1.5, jitter=32, clip=True, seed=0, quiet=False):
+        d = Dreamer(DEFAULT_END, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, quiet)
+        thumb = _number('thumb', thumb, int, 16, allow_equal=True)
+        base, name = load_image(img), Path(str(img)).name
+        layers = _layer_list(layers) if layers is not None else atlas_layers(d.net)
+        dreamers = [d.at(layer) for layer in layers]
+        for each in dreamers:
+            check_octaves(d.net, base.shape, each.octave_n, each.octave_scale, each.end)
+        outdir = Path(outdir or f'atlas/{_slug(Path(name).stem)}')
+        if outdir.exists() and not outdir.is_dir():
+            raise UserError(f'{outdir}: exists and is not a folder')
+        outdir.mkdir(parents=True, exist_ok=True)
+        sheet = str(outdir / 'atlas.jpg')
+        _check_output(sheet, [img])
+        dreams = []
+        for i, each in enumerate(dreamers):
+            path, recipe = str(outdir / f'{i:02d}_{each.name()}.jpg'), each.recipe(command='atlas', input=name)
+            if os.path.exists(path) and _recipe_of(path) == recipe:        # done in an earlier, interrupted run
+                dreams.append(load_image(path))
+                continue
+            _check_output(path, [img])
+            dreams.append(for_display(each.dream(base, random_state(each.seed), label=each.end), each.clip))
+            save_image(path, dreams[-1], recipe)
+            print(path)
+        save_image(sheet, contact_sheet(dreams, layers, thumb),
+                   dict(d.recipe(command='atlas', input=name), end=None, layers=list(layers)))
+        print(sheet)
 
     def layers(self, height=224, width=224):
         """Every layer you can dream on (--end), in network order, with its output shape for one input.
@@ -239,16 +412,94 @@ class Commands:
 Commands.dream.__doc__ = _dream_options('''Dream on IMG with the notebook's deepdream() and write the result.
 
 The default output is dreams/<image>_<layer>_s<seed>.jpg (never the input); the file carries its
-recipe (parameters, seed, model sha256, version) as a JPEG comment or PNG text chunk.''')
+recipe (parameters, seed, model sha256, version) as a JPEG comment or PNG text chunk.
+  --channel=42       amplify one channel of --end (or several: --channel=42,43), not the whole layer
+  --noise=WxH        start from seeded noise (mid-grey 100 + uniform [0,1)) instead of an image
+  --tile=512         compute octaves larger than 512x512 in tiles, to bound memory on big images
+  IMG a folder:      dream every image in it into --outdir (default dreams/<folder>/); images
+                     already done with the same recipe are skipped, failures reported per file''')
 Commands.guide.__doc__ = _dream_options('''Dream on IMG guided by GUIDE (the notebook's objective_guide).
 
 At each position the dream follows the guide's feature that matches best, at --end (default
 inception_3b/output, as in the notebook).''')
+Commands.visualize.__doc__ = _dream_options('''Ask the net what an ImageNet class looks like: from seeded noise (or
+--img), maximise the class's pre-softmax score (loss3/classifier) with the dream's jitter and octaves.
+
+  --class=ladybug    a name from ImageNet's synset_words.txt, its wnid, or an index 0..999
+  --size=224         noise size, WxH or N; --img=PATH starts from an image instead
+The default output is dreams/class<index>_<name>_s<seed>.jpg; --iter_n defaults to 20 here.''')
 Commands.zoom.__doc__ = _dream_options('''The notebook's zoom loop: dream, save frame, zoom in by --scale, repeat.
 
 Frames are written as OUTDIR/0000.jpg, 0001.jpg, ... (default frames/<image>/). Resumable: run the
 same command again and it continues after the last frame, with the same random stream.
-  --frames=N   number of frames     --scale=0.05   zoom per frame (the notebook's s)''')
+  --frames=N   number of frames     --scale=0.05   zoom per frame (the notebook's s)
+  --mp4=PATH   then encode frames 0..N-1 as an H.264 video (--fps=25)''')
+Commands.atlas.__doc__ = _dream_options('''The layer tour: dream IMG at each layer and lay the dreams out on one
+labelled contact sheet, OUTDIR/atlas.jpg (default atlas/<image>/), beside the single dreams.
+
+  --layers=A,B,...   the layers (default: every ReLU and concat output from conv1 to inception_5b)
+  --thumb=256        width of each picture on the sheet
+Resumable: dreams already in OUTDIR with the same recipe are not dreamed again.''')
+
+
+def atlas_layers(net):
+    """Every ReLU and concat output in network order: each stage of how the net sees, conv1 to inception_5b."""
+    ops = {node.output: node.op for node in net.nodes}
+    return [layer for layer, tensor, _ in net.layers if ops.get(tensor) in ('Relu', 'Concat')]
+
+
+def _layer_list(value):
+    layers = value if isinstance(value, (tuple, list)) else str(value).split(',')
+    layers = [str(layer).strip() for layer in layers if str(layer).strip()]
+    if not layers:
+        raise UserError('--layers must name at least one layer')
+    return layers
+
+
+def _dream_folder(d, folder, outdir):
+    """Dream every image in `folder` into `outdir`: skip those already done with this recipe, report a
+    failure per file and go on, and fail (one line, exit 2) at the end if any did."""
+    images = _image_files(folder)
+    if not images:
+        raise UserError(f'{folder}: no images in this folder')
+    outdir = outdir or Path('dreams') / _slug(folder.resolve().name)
+    if outdir.exists() and not outdir.is_dir():
+        raise UserError(f'{outdir}: exists and is not a folder')
+    outdir.mkdir(parents=True, exist_ok=True)
+    d.net                                             # a bad --end fails once, not once per image
+    stems = Counter(p.stem for p in images)
+    dreamed, skipped, failed = 0, 0, []
+    for path in images:
+        out = outdir / f'{path.stem if stems[path.stem] == 1 else path.name}.jpg'
+        recipe = d.recipe(command='dream', input=path.name)
+        if out.exists() and _recipe_of(out) == recipe:
+            skipped += 1
+            continue
+        try:
+            _check_output(str(out), [str(path)])
+            result = d.dream(load_image(path), random_state(d.seed), label=path.name)
+            save_image(out, for_display(result, d.clip), recipe)
+        except Exception as e:                      # noqa: BLE001 -- one bad file must not stop the others
+            failed.append(path.name)
+            print(f'classicdream: {path}: {e}', file=sys.stderr)
+            continue
+        dreamed += 1
+        print(out)
+    summary = f'{dreamed} dreamed, {skipped} already done, {len(failed)} failed'
+    if failed:
+        raise UserError(f'{summary}: {", ".join(failed)}')
+    print(summary, file=sys.stderr)
+
+
+def _check_video_output(out):
+    if not out.lower().endswith('.mp4'):
+        raise UserError(f'{out}: --mp4 must name a .mp4 file')
+    folder = os.path.dirname(out) or '.'
+    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+        raise UserError(f'{out}: folder {folder!r} does not exist or is not writable')
+    from .video import is_ours
+    if os.path.isdir(out) or (os.path.exists(out) and not is_ours(out)):
+        raise UserError(f'{out}: exists and is not a classicdream video; not overwriting it')
 
 
 def _output(out, default_name, inputs):

@@ -14,7 +14,7 @@ import numpy as np
 import scipy.ndimage as nd
 from jax.tree_util import Partial
 
-from .graph import HIGHEST, as_objective, backward, objective_L2
+from .graph import HIGHEST, as_objective, backward, gradient_fn, objective_L2
 
 MEAN = np.float32([104.0, 116.0, 122.0])[:, None, None]      # bvlc_googlenet's BGR mean, Caffe's transformer
 DEFAULT_END = 'inception_4c/output'
@@ -55,11 +55,15 @@ def _guide_diff(guide_features, dst):
     return y[:, A.argmax(1)].reshape(dst.shape)      # select the ones that match best
 
 
-def make_step(nodes, params, src, shift, objective, *, end, step_size=1.5, clip=True):
-    """Basic gradient ascent step, on the (3, H, W) input `src`; `shift` is the step's jitter (ox, oy)."""
+def make_step(gradient, src, shift, *, step_size=1.5, clip=True):
+    """Basic gradient ascent step, on the (3, H, W) input `src`; `shift` is the step's jitter (ox, oy).
+
+    `gradient(src)` is the notebook's net.forward(end) + objective + net.backward(start=end), returning
+    the diff that reaches the input: the whole image at once, or tile by tile for big images.
+    """
     ox, oy = shift[0], shift[1]
     src = jnp.roll(jnp.roll(src, ox, -1), oy, -2)                  # apply jitter shift
-    g = backward(nodes, params, src[None], end, objective)[0]
+    g = gradient(src)
     src = src + step_size / jnp.abs(g).mean() * g                  # normalized ascent step
     src = jnp.roll(jnp.roll(src, -ox, -1), -oy, -2)                # unshift image
     if clip:
@@ -75,9 +79,38 @@ def octave_steps(params, src, shifts, objective, step_size, *, nodes, end, clip)
     Fully unrolled: XLA:CPU rewrites convolutions into the layout of its fast kernel only outside while
     loops, and a rolled scan made every step ~30x slower on the CPU (same results, unrolled or not).
     """
+    def gradient(x):
+        return backward(nodes, params, x[None], end, objective)[0]
+
     def step(x, shift):
-        return make_step(nodes, params, x, shift, objective, end=end, step_size=step_size, clip=clip), None
+        return make_step(gradient, x, shift, step_size=step_size, clip=clip), None
     return jax.lax.scan(step, src, shifts, unroll=True)[0]
+
+
+def tile_slices(length, tile):
+    """[0, length) cut into ceil(length / tile) near-equal pieces: at most two sizes, so few compiles,
+    and none much smaller than `tile`, so every piece is big enough for the net."""
+    n = -(-length // tile)
+    edges = [round(i * length / n) for i in range(n + 1)]
+    return [slice(a, b) for a, b in zip(edges, edges[1:])]
+
+
+def tiled_gradient(net, end, objective, tile, offset):
+    """A gradient(src) for make_step that runs the net on tiles of at most tile x tile pixels.
+
+    The image is rolled by `offset` (oy, ox) first, so the tile edges fall somewhere new at every
+    step and leave no seams; each tile's gradient is computed on that tile alone, as a smaller
+    image would be. Peak memory is then the net's for one tile, whatever the image size.
+    """
+    def gradient(src):
+        rolled = np.asarray(jnp.roll(src, offset, (-2, -1)))
+        g = np.empty_like(rolled)
+        for ys in tile_slices(rolled.shape[-2], tile):
+            for xs in tile_slices(rolled.shape[-1], tile):
+                g[:, ys, xs] = gradient_fn(net.params, rolled[None, :, ys, xs], objective,
+                                           nodes=net.nodes, end=end)[0]
+        return jnp.roll(g, (-offset[0], -offset[1]), (-2, -1))
+    return gradient
 
 
 def random_state(seed):
@@ -110,13 +143,15 @@ def check_octaves(net, shape, octave_n, octave_scale, end):
 
 
 def deepdream(net, base_img, iter_n=10, octave_n=4, octave_scale=1.4, end=DEFAULT_END, clip=True, seed=0,
-              objective=objective_L2, progress=None, **step_params):
+              objective=objective_L2, progress=None, tile=None, **step_params):
     """The notebook's deepdream(): octaves, detail carried between them, iter_n steps per octave.
 
     Returns the float HWC RGB image, as the notebook did. `seed` is an int (the notebook's
     np.random.seed), a RandomState to continue (the zoom loop does), or None for a random seed.
+    `end` is a layer, or a tuple of layers for an objective that weighs several (objective_weighted).
     `step_params` are make_step's: step_size (1.5) and jitter (32). `progress(octave, size)` is
-    called after each octave, for progress bars.
+    called after each octave, for progress bars. `tile` (pixels) computes the gradient of octaves
+    larger than tile x tile in tiles, to bound memory; an octave it covers runs exactly as untiled.
     """
     rng = random_state(seed)
     jitter = step_params.pop('jitter', 32)
@@ -125,6 +160,7 @@ def deepdream(net, base_img, iter_n=10, octave_n=4, octave_scale=1.4, end=DEFAUL
         raise TypeError(f'unknown step parameters: {", ".join(step_params)}')
     tensor = net.tensor(end)
     check_octaves(net, np.shape(base_img), octave_n, octave_scale, end)
+    check_tile(net, tile, end)
     objective = as_objective(objective)
     # prepare base images for all octaves
     octaves = [preprocess(base_img)]
@@ -140,14 +176,30 @@ def deepdream(net, base_img, iter_n=10, octave_n=4, octave_scale=1.4, end=DEFAUL
         src = octave_base + detail
         shifts = np.stack([rng.randint(-jitter, jitter + 1, 2) for _ in range(iter_n)]).astype(np.int32) \
             if iter_n else np.zeros((0, 2), np.int32)
-        src = np.asarray(octave_steps(net.params, src, shifts, objective, np.float32(step_size),
-                                      nodes=net.nodes, end=tensor, clip=clip))
+        if tile and (h > tile or w > tile):
+            for shift in shifts:                 # tile offsets come from the same stream, after the jitter
+                offset = (rng.randint(tile) if h > tile else 0, rng.randint(tile) if w > tile else 0)
+                src = make_step(tiled_gradient(net, tensor, objective, tile, offset), src, shift,
+                                step_size=np.float32(step_size), clip=clip)
+            src = np.asarray(src)
+        else:
+            src = np.asarray(octave_steps(net.params, src, shifts, objective, np.float32(step_size),
+                                          nodes=net.nodes, end=tensor, clip=clip))
         if progress:
             progress(octave, (h, w))
         # extract details produced on the current octave
         detail = src - octave_base
     # returning the resulting image
     return deprocess(src)
+
+
+def check_tile(net, tile, end):
+    """A tile must be at least twice the smallest input `end` accepts: pieces can be half a tile."""
+    if tile is None:
+        return
+    need = 2 * max(net.min_size(end))
+    if tile < need:
+        raise ValueError(f'a tile of {tile} pixels is too small for layer {end!r}: use at least {need}')
 
 
 def zoom_frame(frame, s=0.05):

@@ -9,12 +9,13 @@ file and the problem, which the CLI prints instead of a traceback. Saving is ato
 interrupted or failed save never leaves a half-written image or damages an existing one.
 """
 import json
+import math
 import os
 import stat
 import warnings
 
 import numpy as np
-from PIL import Image, ImageOps, PngImagePlugin
+from PIL import Image, ImageDraw, ImageFont, ImageOps, PngImagePlugin
 
 from .files import atomic_write
 
@@ -196,3 +197,35 @@ def same_file(a, b):
         return os.path.samefile(a, b)
     except OSError:
         return os.path.normcase(os.path.realpath(a)) == os.path.normcase(os.path.realpath(b))
+
+
+def contact_sheet(images, labels, thumb=256, margin=4):
+    """One image of labelled thumbnails in a grid: each image scaled to `thumb` pixels wide, its label
+    written under it in dark text on white, so a sheet of many layers reads at a glance."""
+    if not images or len(images) != len(labels):
+        raise ValueError('a contact sheet needs one label per image, and at least one image')
+    h, w = np.shape(images[0])[:2]
+    th = max(1, round(h * thumb / w))
+    font = _font_fitting(labels, thumb, max(10, thumb // 16))
+    label_h = int(font.size * 1.6)
+    cols = math.ceil(math.sqrt(len(images)))
+    rows = math.ceil(len(images) / cols)
+    cell_w, cell_h = thumb + margin, th + label_h + margin
+    sheet = Image.new('RGB', (cols * cell_w + margin, rows * cell_h + margin), 'white')
+    draw = ImageDraw.Draw(sheet)
+    for i, (img, label) in enumerate(zip(images, labels)):
+        x, y = margin + (i % cols) * cell_w, margin + (i // cols) * cell_h
+        pil = Image.fromarray(np.uint8(np.clip(img, 0, 255)), 'RGB').resize((thumb, th), Image.LANCZOS)
+        sheet.paste(pil, (x, y))
+        draw.text((x + thumb / 2, y + th + label_h / 2), label, fill='black', font=font, anchor='mm')
+    return np.float32(sheet)
+
+
+def _font_fitting(labels, width, size):
+    """The default font at `size`, or smaller until the longest label fits in `width` (down to 6 px)."""
+    longest = max(labels, key=len)
+    font = ImageFont.load_default(size=size)
+    while size > 6 and font.getlength(longest) > width:
+        size -= 1
+        font = ImageFont.load_default(size=size)
+    return font
