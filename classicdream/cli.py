@@ -466,7 +466,7 @@ def _dream_folder(d, folder, outdir):
     if outdir.exists() and not outdir.is_dir():
         raise UserError(f'{outdir}: exists and is not a folder')
     outdir.mkdir(parents=True, exist_ok=True)
-    d.net                                             # a bad --end fails once, not once per image
+    d.check()                                         # a bad --end fails once, not once per image
     stems = Counter(p.stem for p in images)
     dreamed, skipped, failed = 0, 0, []
     for path in images:

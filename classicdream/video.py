@@ -1,6 +1,7 @@
 """Zoom frames → an MP4, with the ffmpeg that the imageio-ffmpeg wheel ships (no system ffmpeg needed)."""
 import json
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,9 @@ def write_mp4(frames, out, fps=25, recipe=None):
                                          macro_block_size=1, quality=8, ffmpeg_log_level='error',
                                          output_params=['-metadata', f'comment={comment}'])
     try:
-        writer.send(None)
+        with warnings.catch_warnings():     # JAX warns at any fork; ffmpeg is fork+exec, which is safe
+            warnings.filterwarnings('ignore', 'os.fork', RuntimeWarning)
+            writer.send(None)
         for path in frames:
             with Image.open(path) as im:
                 if im.size != first.size:
