@@ -10,7 +10,7 @@ DREAM_OPTS = $(if $(OUT),--out='$(OUT)') $(if $(END),--end='$(END)') $(if $(SEED
 	$(if $(OCTAVE_SCALE),--octave_scale='$(OCTAVE_SCALE)') $(if $(STEP_SIZE),--step_size='$(STEP_SIZE)') \
 	$(if $(JITTER),--jitter='$(JITTER)')
 
-.PHONY: setup models test dream clean
+.PHONY: setup models test dream clean reference bench
 
 setup: $(VENV)/.installed
 
@@ -31,6 +31,14 @@ test: models
 dream: models
 	@test -n '$(IMG)' || { echo 'usage: make dream IMG=path/to/image.jpg [OUT=... END=... SEED=...]' >&2; exit 2; }
 	$(PY) -m classicdream dream '$(IMG)' $(DREAM_OPTS)
+
+# Real Caffe (CPU) and a bvlc_googlenet.caffemodel, built once into $CLASSICDREAM_CACHE/caffe (~/.cache/classicdream).
+reference:
+	bash bench/build_caffe.sh
+
+# classicdream against the 2015 notebook on that Caffe (classicdream alone until `make reference`).
+bench: models
+	$(PY) bench/bench.py
 
 clean:
 	rm -rf $(VENV) $(MODEL) .pytest_cache

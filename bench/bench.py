@@ -1,0 +1,281 @@
+"""`make bench`: classicdream against the 2015 notebook on real Caffe, in one run on this machine.
+
+Same image (sky1024px.jpg), the notebook's default parameters, seed 0. Each measurement runs in its own
+process, so compile caches and peak memory belong to one thing only:
+- Caffe: the notebook's cells (bench/notebook_caffe.py) on the pycaffe that `make reference` built;
+- classicdream, per JAX platform (CPU, and GPU when JAX sees one): a first run in a fresh process with an
+  empty persistent compile cache, a second call in that process (steady state), then a new process with
+  the cache now warm. That last process also measures, after its timing, what the times are read against:
+  XLA's FLOP count of the dream, the device's matrix-product peak, and one step beside Caffe's (PSNR).
+Prints a table, writes it to bench/RESULTS.md, and ends with key=value lines for scripts. JAX is imported
+only inside the workers, so this parent process never holds device memory that they need.
+"""
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get('CLASSICDREAM_SHARED', ROOT.parent / 'shared'))
+IMAGE = SHARED / 'images' / 'sky1024px.jpg'
+CAFFE = Path(os.environ.get('CLASSICDREAM_CACHE', Path.home() / '.cache' / 'classicdream')) / 'caffe'
+PYCAFFE = CAFFE / 'brocolli-caffe-9.0.2' / 'python'     # where bench/build_caffe.sh builds it
+CAFFE_MODEL = CAFFE / 'model'
+CAFFE_NAME = 'BVLC Caffe 9b89154 (PyPI brocolli-caffe 9.0.2), CPU only, Debian OpenBLAS'
+CAFFE_PYTHON = '/usr/bin/python3'                        # pycaffe is built for Debian's own interpreter
+RESULTS = ROOT / 'bench' / 'RESULTS.md'
+GB = 1e9
+
+
+class BenchError(Exception):
+    """A situation the benchmark cannot go on from, said in one line."""
+
+
+# ---------------------------------------------------------------- workers: one measurement per process
+
+def peak_rss():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def timed_dream(net, img):
+    """Wall time of the notebook's call, deepdream(net, img) after np.random.seed(0), and the peak RSS so far."""
+    import classicdream
+    start = time.perf_counter()
+    classicdream.deepdream(net, img, seed=0)
+    return time.perf_counter() - start, peak_rss()
+
+
+def dream_flops(net, shape):
+    """XLA's count of one default dream's work: the cost analysis of each octave's compiled steps."""
+    import jax
+    from classicdream import objective_L2
+    from classicdream.dream import DEFAULT_END, octave_sizes, octave_steps
+    from classicdream.graph import as_objective
+    total = 0.0
+    for h, w in octave_sizes(shape, 4, 1.4):
+        lowered = octave_steps.lower(net.params, jax.ShapeDtypeStruct((3, h, w), np.float32),
+                                     jax.ShapeDtypeStruct((10, 2), np.int32), as_objective(objective_L2),
+                                     np.float32(1.5), nodes=net.nodes, end=net.tensor(DEFAULT_END), clip=True)
+        total += lowered.compile().cost_analysis()['flops']
+    return total
+
+
+def matmul_peak():
+    """The device's best float32 matrix-product rate, the ceiling the dream's FLOP/s is read against.
+
+    On a CPU the better of XLA's and numpy's BLAS, since either could be the machine's best."""
+    import jax
+    import jax.numpy as jnp
+    cpu = jax.default_backend() == 'cpu'
+    n = 2048 if cpu else 8192
+    a = np.random.RandomState(0).rand(n, n).astype(np.float32)
+    x = jnp.asarray(a)
+    product = jax.jit(lambda p, q: jnp.dot(p, q, precision=jax.lax.Precision.HIGHEST))
+    runs = [lambda: product(x, x).block_until_ready()] + ([lambda: a @ a] if cpu else [])
+    best = float('inf')
+    for run in runs:
+        run()
+        for _ in range(5):
+            start = time.perf_counter()
+            run()
+            best = min(best, time.perf_counter() - start)
+    return 2 * n ** 3 / best
+
+
+def one_step(net, img):
+    """One make_step on the full-size image with the jitter shift that np.random.seed(0) draws first, as
+    the Caffe worker does: the dream's own compiled step (octave_steps with one shift)."""
+    from classicdream import objective_L2, preprocess
+    from classicdream.dream import DEFAULT_END, octave_steps
+    from classicdream.graph import as_objective
+    shift = np.random.RandomState(0).randint(-32, 33, 2).astype(np.int32)
+    return np.asarray(octave_steps(net.params, preprocess(img), shift[None], as_objective(objective_L2),
+                                   np.float32(1.5), nodes=net.nodes, end=net.tensor(DEFAULT_END), clip=True))
+
+
+def worker(mode, out):
+    """`cold`: first and second dream of a fresh process; `warm`: a new process's dream, then the yardsticks."""
+    import jax
+    import classicdream
+    net = classicdream.load_net()
+    img = classicdream.load_image(IMAGE)
+    result = {'device': jax.devices()[0].device_kind}
+    if mode == 'cold':
+        result['cold'], result['cold_rss'] = timed_dream(net, img)
+        result['steady'], result['steady_rss'] = timed_dream(net, img)
+    else:
+        result['warm'], result['warm_rss'] = timed_dream(net, img)
+        result['flops'] = dream_flops(net, img.shape)
+        result['peak'] = matmul_peak()
+        np.save(out / f'{jax.default_backend()}_step.npy', one_step(net, img))
+    (out / f'{jax.default_backend()}_{mode}.json').write_text(json.dumps(result))
+
+
+# ---------------------------------------------------------------- the run: processes and their results
+
+def run(what, cmd, env):
+    """Run one measurement process (env: settings to add, None to remove); a failure becomes one line, the
+    last its stderr said."""
+    env = {k: v for k, v in {**os.environ, **env}.items() if v is not None}
+    proc = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if proc.returncode:
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        raise BenchError(f'{what} failed: {lines[-1] if lines else f"exit status {proc.returncode}"}')
+
+
+def caffe_built():
+    return all(p.exists() for p in (PYCAFFE / 'caffe' / '_caffe.so', CAFFE_MODEL / 'bvlc_googlenet.caffemodel',
+                                    Path(CAFFE_PYTHON)))
+
+
+def run_caffe(out):
+    """The notebook on real Caffe, or None (and why) when it is not built or fails."""
+    if not caffe_built():
+        print('Caffe reference not built here: `make reference` builds it once (about 10 min); '
+              'classicdream alone this time.', file=sys.stderr)
+        return None
+    print('Caffe: the notebook, one default dream ...', file=sys.stderr)
+    try:
+        run('the Caffe reference', [CAFFE_PYTHON, str(ROOT / 'bench' / 'notebook_caffe.py'), str(CAFFE_MODEL),
+                                    str(IMAGE), str(out)],
+            {'PYTHONPATH': str(PYCAFFE), 'GLOG_minloglevel': '2'})
+    except BenchError as e:
+        print(f'{e}; classicdream alone this time.', file=sys.stderr)
+        return None
+    return dict(json.loads((out / 'caffe.json').read_text()), step=np.load(out / 'caffe_step.npy'))
+
+
+def gpu_platform():
+    """'gpu' when JAX sees one; asked in a throwaway process, so no GPU memory stays claimed here."""
+    proc = subprocess.run([sys.executable, '-c', 'import jax; print(jax.default_backend())'],
+                          capture_output=True, text=True)
+    return 'gpu' if proc.stdout.strip() in ('gpu', 'cuda', 'rocm') else None
+
+
+def run_classicdream(plat, out):
+    """Cold, steady and warm-cache dreams on one JAX platform, with a compile cache of their own."""
+    env = {'CLASSICDREAM_JAX_CACHE': str(out / f'jax-cache-{plat}'),
+           'JAX_PLATFORMS': 'cpu' if plat == 'cpu' else None}
+    for mode, note in (('cold', 'first run with an empty compile cache, then a second'),
+                       ('warm', 'a new process with the warm cache')):
+        print(f'classicdream {plat.upper()}: {note} ...', file=sys.stderr)
+        run(f'classicdream on {plat.upper()} ({mode})', [sys.executable, __file__, '--worker', mode, str(out)], env)
+    result = {**json.loads((out / f'{plat}_cold.json').read_text()),
+              **json.loads((out / f'{plat}_warm.json').read_text())}
+    return dict(result, step=np.load(out / f'{plat}_step.npy'))
+
+
+# ---------------------------------------------------------------- the report
+
+def psnr(a, b):
+    mse = np.mean((np.float64(a) - b) ** 2)
+    return 10 * np.log10(255.0 ** 2 / mse)
+
+
+def rows(caffe, results, cpu_peak):
+    """(label, seconds, peak RSS, FLOP/s ceiling) of every timed dream."""
+    if caffe:
+        yield 'Caffe notebook, CPU', caffe['seconds'], caffe['peak_rss'], cpu_peak
+    for plat, r in results.items():
+        name = f'classicdream {plat.upper()}' + ('' if plat == 'cpu' else f' ({r["device"]})')
+        yield f'{name}, first run, empty compile cache', r['cold'], r['cold_rss'], r['peak']
+        yield f'{name}, steady (2nd call, same process)', r['steady'], r['steady_rss'], r['peak']
+        yield f'{name}, new process, warm compile cache', r['warm'], r['warm_rss'], r['peak']
+
+
+def table(caffe, results):
+    flops = results['cpu']['flops']
+    lines = ['| deepdream(net, img), sky1024px, defaults, seed 0 | wall s | speed vs Caffe | process peak RSS | '
+             'GFLOP/s | of peak |', '|---|---:|---:|---:|---:|---:|']
+    for label, seconds, rss, peak in rows(caffe, results, results['cpu']['peak']):
+        ratio = f'{caffe["seconds"] / seconds:.2f}×' if caffe else '—'
+        lines.append(f'| {label} | {seconds:.3g} | {ratio} | {rss / GB:.2f} GB | {flops / seconds / 1e9:.0f} | '
+                     f'{flops / seconds / peak:.1%} |')
+    lines += ['', f'- Work: {flops / 1e12:.3f} TFLOP per dream (XLA cost analysis of the 4 octaves\' compiled '
+                  'steps; the same work for every row).']
+    for plat, r in results.items():
+        how = 'best of XLA and numpy, n=2048' if plat == 'cpu' else f'{r["device"]}, XLA, n=8192'
+        lines.append(f'- {plat.upper()} float32 matrix-product peak ({how}): {r["peak"] / 1e9:.0f} GFLOP/s; '
+                     '"of peak" is GFLOP/s over it.')
+    if caffe:
+        for plat, r in results.items():
+            lines.append(f'- Step parity, {plat.upper()}: one make_step on the full image, seed-0 jitter shift, '
+                         f'classicdream vs Caffe: PSNR {psnr(r["step"], caffe["step"]):.1f} dB, max |diff| '
+                         f'{abs(r["step"] - caffe["step"]).max():.2f} levels.')
+    else:
+        lines.append('- No Caffe reference in this run (`make reference` builds it), so no ratios or step parity.')
+    return '\n'.join(lines)
+
+
+def machine():
+    cpu = next((line.split(':', 1)[1].strip() for line in open('/proc/cpuinfo') if line.startswith('model name')),
+               platform.processor())
+    memory = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2 ** 30
+    return f'{cpu}, {os.cpu_count()} cores, {memory:.0f} GiB memory, {platform.system()} {platform.release()}'
+
+
+def versions(caffe):
+    v = importlib.metadata.version
+    text = f'Python {platform.python_version()}, jax {v("jax")}, jaxlib {v("jaxlib")}, numpy {v("numpy")}, ' \
+           f'scipy {v("scipy")}'
+    return text + (f'; reference: {CAFFE_NAME}' if caffe else '')
+
+
+def write_results(text, caffe, load):
+    """RESULTS.md: the table with what it was measured on; the load says whether others shared the cores."""
+    date = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')
+    RESULTS.write_text(f'# Benchmark: classicdream vs the 2015 notebook on real Caffe\n\n'
+                       f'Made by `make bench` on {date}.\n\n- Machine: {machine()}\n- Versions: {versions(caffe)}\n'
+                       f'- Load average (1 min) when it started: {load:.2f}\n'
+                       f'\n{text}\n\nTo reproduce: `make reference` (once), then `make bench`.\n')
+
+
+def key_values(caffe, results):
+    cpu = results['cpu']
+    pairs = {'classicdream_cpu_s': cpu['steady'], 'classicdream_cpu_cold_s': cpu['cold'],
+             'classicdream_cpu_warm_s': cpu['warm']}
+    if caffe:
+        pairs = {'caffe_cpu_s': caffe['seconds'], **pairs, 'speedup_vs_caffe_cpu': caffe['seconds'] / cpu['steady'],
+                 'step_psnr_db': psnr(cpu['step'], caffe['step'])}
+    if 'gpu' in results:
+        pairs['classicdream_gpu_s'] = results['gpu']['steady']
+    return '\n'.join(f'{k}={v:.3f}' for k, v in pairs.items())
+
+
+def main():
+    if not IMAGE.is_file():
+        raise BenchError(f'{IMAGE} not found: set CLASSICDREAM_SHARED to the shared folder')
+    load = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory(prefix='classicdream-bench-') as tmp:
+        out = Path(tmp)
+        caffe = run_caffe(out)
+        results = {'cpu': run_classicdream('cpu', out)}
+        if gpu_platform():
+            results['gpu'] = run_classicdream('gpu', out)
+    text = table(caffe, results)
+    write_results(text, caffe, load)
+    print(f'\n{text}\n\n(written to {RESULTS.relative_to(ROOT)})\n')
+    print(key_values(caffe, results))
+
+
+if __name__ == '__main__':
+    try:
+        if sys.argv[1:2] == ['--worker']:
+            worker(sys.argv[2], Path(sys.argv[3]))
+        else:
+            main()
+    except BenchError as e:
+        sys.exit(f'make bench: {e}')
+    except KeyboardInterrupt:
+        sys.exit('make bench: interrupted')
+    except Exception as e:                  # a worker's last stderr line is all its parent shows
+        sys.exit(f'{type(e).__name__}: {e}')
