@@ -290,6 +290,10 @@ class Commands:
 
     def visualize(self, out=None, img=None, size=224, iter_n=20, octave_n=4, octave_scale=1.4, step_size=1.5,
                   jitter=32, clip=True, seed=0, quiet=False, **options):
+        if options.pop('help', False):          # fire hands --help to a command that takes **options
+            print('usage: classicdream visualize --class=NAME [--out=PATH] [--img=PATH] [options]\n')
+            print(Commands.visualize.__doc__)
+            return
         klass = options.pop('class', None)
         if options:
             raise UserError(f'unknown option --{next(iter(options))}; see classicdream visualize --help')

@@ -1,5 +1,8 @@
 """The commands beyond the notebook, as a user meets them: channels, several layers, noise, class
 visualisation, the layer atlas, folders of images and zoom videos."""
+import os
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -163,3 +166,17 @@ def test_zoom_mp4_never_replaces_a_file_that_is_not_ours(capsys, tmp_path, photo
     code, _, err = run(capsys, 'zoom', photo, '--frames=1', f'--outdir={tmp_path / "f"}', f'--mp4={foreign}', *FAST)
     assert_one_line_error(code, err, 'not a classicdream video')
     assert foreign.read_bytes() == b'someone else\'s video' and not (tmp_path / 'f').exists()
+
+
+@pytest.mark.parametrize('command, words', [
+    ('visualize', ['--class=ladybug', 'synset_words']),
+    ('atlas', ['--layers', 'contact sheet']),
+    ('zoom', ['--mp4']),
+    ('dream', ['--channel', '--noise', '--tile', '--outdir']),
+])
+def test_help_for_every_new_option(command, words):
+    shown = subprocess.run([sys.executable, '-m', 'classicdream', command, '--help'], capture_output=True,
+                           text=True, env=dict(os.environ, PAGER='cat'))
+    text = shown.stdout + shown.stderr
+    assert shown.returncode == 0 and 'Traceback' not in text and 'error' not in text
+    assert all(w in text for w in words), text
