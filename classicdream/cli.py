@@ -126,6 +126,18 @@ def _recipe_of(path):
         return None
 
 
+def _output_folder(folder):
+    """Create an output folder (and its parents), refusing a path that is a file."""
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f'{folder}: exists and is not a folder')
+    folder.mkdir(parents=True, exist_ok=True)
+
+
+def _already_done(path, recipe):
+    """Whether `path` holds an earlier result of exactly this recipe, so a resumed run can skip it."""
+    return os.path.exists(path) and _recipe_of(path) == recipe
+
+
 def _check_output(out, inputs):
     """Refuse, before any work, an output that would replace an input or a file that is not ours."""
     check_writable(out)
@@ -299,8 +311,9 @@ class Commands:
             raise UserError(f'unknown option --{next(iter(options))}; see classicdream visualize --help')
         if klass is None:
             raise UserError('say which class: --class=NAME or --class=INDEX (e.g. --class=ladybug)')
-        index = find_class(klass)
-        label = synset_words()[index][1][0]
+        synsets = synset_words()
+        index = find_class(klass, synsets)
+        label = synsets[index][1][0]
         d = Dreamer(CLASS_END, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, quiet)
         rng = random_state(d.seed)
         if img is not None:
@@ -326,9 +339,7 @@ class Commands:
             _check_video_output(str(mp4))
         outdir = Path(outdir or f'frames/{_slug(Path(str(img)).stem)}')
         frame = load_image(img)
-        if outdir.exists() and not outdir.is_dir():
-            raise UserError(f'{outdir}: exists and is not a folder')
-        outdir.mkdir(parents=True, exist_ok=True)
+        _output_folder(outdir)
         done = sorted(int(p.stem) for p in outdir.glob('[0-9][0-9][0-9][0-9].jpg'))
         start = done[-1] + 1 if done else 0
         state = outdir / '.zoom-state.npz'          # the float frame: resuming from a JPEG would drift
@@ -368,15 +379,13 @@ class Commands:
         for each in dreamers:
             check_octaves(d.net, base.shape, each.octave_n, each.octave_scale, each.end)
         outdir = Path(outdir or f'atlas/{_slug(Path(name).stem)}')
-        if outdir.exists() and not outdir.is_dir():
-            raise UserError(f'{outdir}: exists and is not a folder')
-        outdir.mkdir(parents=True, exist_ok=True)
+        _output_folder(outdir)
         sheet = str(outdir / 'atlas.jpg')
         _check_output(sheet, [img])
         dreams = []
         for i, each in enumerate(dreamers):
             path, recipe = str(outdir / f'{i:02d}_{each.name()}.jpg'), each.recipe(command='atlas', input=name)
-            if os.path.exists(path) and _recipe_of(path) == recipe:        # done in an earlier, interrupted run
+            if _already_done(path, recipe):                   # done in an earlier, interrupted run
                 dreams.append(load_image(path))
                 continue
             _check_output(path, [img])
@@ -467,16 +476,14 @@ def _dream_folder(d, folder, outdir):
     if not images:
         raise UserError(f'{folder}: no images in this folder')
     outdir = outdir or Path('dreams') / _slug(folder.resolve().name)
-    if outdir.exists() and not outdir.is_dir():
-        raise UserError(f'{outdir}: exists and is not a folder')
-    outdir.mkdir(parents=True, exist_ok=True)
+    _output_folder(outdir)
     d.check()                                         # a bad --end fails once, not once per image
     stems = Counter(p.stem for p in images)
     dreamed, skipped, failed = 0, 0, []
     for path in images:
         out = outdir / f'{path.stem if stems[path.stem] == 1 else path.name}.jpg'
         recipe = d.recipe(command='dream', input=path.name)
-        if out.exists() and _recipe_of(out) == recipe:
+        if _already_done(out, recipe):
             skipped += 1
             continue
         try:
