@@ -56,6 +56,26 @@ def _hashable(v):
 
 
 # ---------------------------------------------------------------- the operators, with Caffe's semantics
+#
+# The graph is NCHW, as Caffe and ONNX write it, but the operators below work on NHWC activations with
+# HWIO kernels: that is the form XLA:CPU's fast (Eigen) convolution takes, and inside a loop (one octave's
+# steps are a lax.scan) XLA does not rewrite other layouts into it. `evaluate` transposes at the edges.
+
+NHWC = ('NHWC', 'HWIO', 'NHWC')
+
+
+def _axis(x, axis):
+    """Where an NCHW axis of the graph lives in an NHWC activation (2-D tensors keep their axes)."""
+    return (0, 3, 1, 2)[axis % 4] if x.ndim == 4 else axis
+
+
+def to_nhwc(x):
+    return jnp.transpose(x, (0, 2, 3, 1)) if x.ndim == 4 else x
+
+
+def to_nchw(x):
+    return jnp.transpose(x, (0, 3, 1, 2)) if x.ndim == 4 else x
+
 
 def _pool_geometry(size, kernel, stride, pad, ceil_mode):
     """Caffe's pooled size (ceil, minus a last window starting in the padding) and the high-side padding."""
@@ -72,10 +92,10 @@ def _pool(node, x, init, op):
     (kh, kw), (sh, sw) = _attr(node, 'kernel_shape'), _attr(node, 'strides', (1, 1))
     pt, pl, _, _ = _attr(node, 'pads', (0, 0, 0, 0))
     ceil_mode = _attr(node, 'ceil_mode', 0)
-    (oh, hi_h), (ow, hi_w) = (_pool_geometry(x.shape[2], kh, sh, pt, ceil_mode),
-                              _pool_geometry(x.shape[3], kw, sw, pl, ceil_mode))
-    y = lax.reduce_window(x, init, op, (1, 1, kh, kw), (1, 1, sh, sw), ((0, 0), (0, 0), (pt, hi_h), (pl, hi_w)))
-    return y[:, :, :oh, :ow], (oh, ow)
+    (oh, hi_h), (ow, hi_w) = (_pool_geometry(x.shape[1], kh, sh, pt, ceil_mode),
+                              _pool_geometry(x.shape[2], kw, sw, pl, ceil_mode))
+    y = lax.reduce_window(x, init, op, (1, kh, kw, 1), (1, sh, sw, 1), ((0, 0), (pt, hi_h), (pl, hi_w), (0, 0)))
+    return y[:, :oh, :ow], (oh, ow)
 
 
 def _caffe_avg_divisor(size, out, kernel, stride, pad):
@@ -94,24 +114,65 @@ def _average_pool(node, x):
     total, (oh, ow) = _pool(node, x, 0.0, lax.add)
     (kh, kw), (sh, sw) = _attr(node, 'kernel_shape'), _attr(node, 'strides', (1, 1))
     pt, pl, _, _ = _attr(node, 'pads', (0, 0, 0, 0))
-    div = np.outer(_caffe_avg_divisor(x.shape[2], oh, kh, sh, pt), _caffe_avg_divisor(x.shape[3], ow, kw, sw, pl))
-    return total / jnp.asarray(div, jnp.float32)
+    div = np.outer(_caffe_avg_divisor(x.shape[1], oh, kh, sh, pt), _caffe_avg_divisor(x.shape[2], ow, kw, sw, pl))
+    return total / jnp.asarray(div[:, :, None], jnp.float32)
 
 
 def _conv(node, x, w, b=None):
     pt, pl, pb, pr = _attr(node, 'pads', (0, 0, 0, 0))
-    y = lax.conv_general_dilated(x, w, _attr(node, 'strides', (1, 1)), ((pt, pb), (pl, pr)),
-                                 rhs_dilation=_attr(node, 'dilations', (1, 1)),
-                                 dimension_numbers=('NCHW', 'OIHW', 'NCHW'),
-                                 feature_group_count=_attr(node, 'group', 1), precision=HIGHEST)
-    return y if b is None else y + b[None, :, None, None]
+    geometry = (tuple(_attr(node, 'strides', (1, 1))), ((pt, pb), (pl, pr)), tuple(_attr(node, 'dilations', (1, 1))))
+    w = jnp.transpose(w, (2, 3, 1, 0))                                   # ONNX's OIHW → HWIO
+    group = _attr(node, 'group', 1)
+    if group == 1:
+        y = conv_nhwc(x, w, *geometry)
+    else:                   # grouped: JAX's own gradient, which XLA:CPU runs slowly inside a loop
+        y = lax.conv_general_dilated(x, w, geometry[0], geometry[1], rhs_dilation=geometry[2],
+                                     dimension_numbers=NHWC, feature_group_count=group, precision=HIGHEST)
+    return y if b is None else y + b
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def conv_nhwc(x, w, strides, padding, dilation):
+    """An ungrouped NHWC/HWIO convolution whose input gradient is one in the same form.
+
+    JAX's own gradient is a convolution with swapped kernel dimensions, which XLA:CPU runs ~30x slower
+    inside a loop; written as the usual transposed convolution (flipped kernel, in and out swapped,
+    stride as input dilation) it takes the fast kernel too.
+    """
+    return lax.conv_general_dilated(x, w, strides, padding, rhs_dilation=dilation, dimension_numbers=NHWC,
+                                    precision=HIGHEST)
+
+
+def _conv_nhwc_fwd(x, w, strides, padding, dilation):
+    return conv_nhwc(x, w, strides, padding, dilation), (x, w)
+
+
+def _conv_nhwc_bwd(strides, padding, dilation, residuals, g):
+    x, w = residuals
+    pads = [_input_gradient_padding(x.shape[1 + a], w.shape[a], strides[a], dilation[a], padding[a][0],
+                                    g.shape[1 + a]) for a in (0, 1)]
+    flipped = jnp.swapaxes(lax.rev(w, (0, 1)), 2, 3)
+    dx = lax.conv_general_dilated(g, flipped, (1, 1), pads, lhs_dilation=strides, rhs_dilation=dilation,
+                                  dimension_numbers=NHWC, precision=HIGHEST)
+    dw = jax.vjp(lambda w: conv_nhwc.fun(x, w, strides, padding, dilation), w)[1](g)[0]
+    return dx, dw
+
+
+def _input_gradient_padding(size, kernel, stride, dilation, pad_before, out):
+    """Padding of the stride-dilated output gradient so that the flipped kernel maps it back onto the input."""
+    reach = dilation * (kernel - 1)
+    before = reach - pad_before
+    return before, size + reach - (out - 1) * stride - 1 - before
+
+
+conv_nhwc.defvjp(_conv_nhwc_fwd, _conv_nhwc_bwd)
 
 
 def _lrn(node, x):
     """Across-channel LRN: x / (k + α/n · Σ x²)^β over n channels centred on each (Caffe's and ONNX's α/n)."""
     n = _attr(node, 'size')
-    sq = lax.reduce_window(x * x, 0.0, lax.add, (1, n, 1, 1), (1, 1, 1, 1),
-                           ((0, 0), ((n - 1) // 2, n // 2), (0, 0), (0, 0)))
+    sq = lax.reduce_window(x * x, 0.0, lax.add, (1, 1, 1, n), (1, 1, 1, 1),
+                           ((0, 0), (0, 0), (0, 0), ((n - 1) // 2, n // 2)))
     return x * (_attr(node, 'bias', 1.0) + _attr(node, 'alpha', 1e-4) / n * sq) ** -_attr(node, 'beta', 0.75)
 
 
@@ -121,21 +182,26 @@ def _gemm(node, x, w, b=None):
     return y if b is None else y + b
 
 
+def _flatten(node, x):
+    x = to_nchw(x)                                          # Caffe's order of the flattened features
+    return x.reshape(math.prod(x.shape[:_attr(node, 'axis', 1)]), -1)
+
+
 OPS = {
     'Conv': _conv,
     'Relu': lambda node, x: jax.nn.relu(x),      # gradient 0 at 0, like Caffe's (x > 0) mask
     'LeakyRelu': lambda node, x: jnp.where(x > 0, x, _attr(node, 'alpha', 0.01) * x),
     'MaxPool': _max_pool,
     'AveragePool': _average_pool,
-    'GlobalAveragePool': lambda node, x: jnp.mean(x, axis=(2, 3), keepdims=True),
-    'GlobalMaxPool': lambda node, x: jnp.max(x, axis=(2, 3), keepdims=True),
+    'GlobalAveragePool': lambda node, x: jnp.mean(x, axis=(1, 2), keepdims=True),
+    'GlobalMaxPool': lambda node, x: jnp.max(x, axis=(1, 2), keepdims=True),
     'LRN': _lrn,
-    'Concat': lambda node, *xs: jnp.concatenate(xs, axis=_attr(node, 'axis', 1)),
+    'Concat': lambda node, *xs: jnp.concatenate(xs, axis=_axis(xs[0], _attr(node, 'axis', 1))),
     'Identity': lambda node, x: x,
     'Dropout': lambda node, x: x,
-    'Flatten': lambda node, x: x.reshape(math.prod(x.shape[:_attr(node, 'axis', 1)]), -1),
+    'Flatten': _flatten,
     'Gemm': _gemm,
-    'Softmax': lambda node, x: jax.nn.softmax(x, axis=_attr(node, 'axis', -1)),
+    'Softmax': lambda node, x: jax.nn.softmax(x, axis=_axis(x, _attr(node, 'axis', -1))),
 }
 
 
@@ -159,10 +225,10 @@ def evaluate(nodes, params, data, end):
     `end` may be a tuple of tensors (several layers dreamed at once); the result is then a tuple too.
     """
     values = dict(params)
-    values[_input_name(nodes, params)] = data
+    values[_input_name(nodes, params)] = to_nhwc(data)
     for node in needed_nodes(nodes, end):
         values[node.output] = OPS[node.op](node, *(values[i] for i in node.inputs))
-    return tuple(values[e] for e in end) if isinstance(end, tuple) else values[end]
+    return tuple(to_nchw(values[e]) for e in end) if isinstance(end, tuple) else to_nchw(values[end])
 
 
 def _input_name(nodes, params):

@@ -1,0 +1,52 @@
+"""The convolution the graph evaluates with: NHWC/HWIO and a hand-written input gradient (graph.conv_nhwc),
+checked against JAX's own NCHW convolution and its automatic gradient over the geometries ONNX allows."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from classicdream.graph import HIGHEST, OPS, Node
+from conftest import relative_error
+
+GEOMETRIES = [  # (kernel, strides, pads (top, left, bottom, right), dilations, group)
+    ((7, 7), (2, 2), (3, 3, 3, 3), (1, 1), 1),      # bvlc_googlenet's conv1
+    ((3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1),
+    ((1, 1), (1, 1), (0, 0, 0, 0), (1, 1), 1),
+    ((5, 3), (3, 2), (2, 0, 1, 1), (1, 1), 1),      # strides that skip input, asymmetric padding
+    ((3, 3), (1, 2), (2, 1, 0, 2), (2, 3), 1),      # dilated
+    ((3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 2),      # grouped: JAX's own gradient
+]
+
+
+def reference_conv(x, w, b, strides, pads, dilations, group):
+    pt, pl, pb, pr = pads
+    y = lax.conv_general_dilated(x, w, strides, ((pt, pb), (pl, pr)), rhs_dilation=dilations,
+                                 dimension_numbers=('NCHW', 'OIHW', 'NCHW'), feature_group_count=group,
+                                 precision=HIGHEST)
+    return y + b[None, :, None, None]
+
+
+def graph_conv(x, w, b, strides, pads, dilations, group):
+    """One ONNX Conv node as evaluate runs it: NCHW in and out, NHWC between."""
+    node = Node('Conv', ('x', 'w', 'b'), 'y', (('dilations', dilations), ('group', group), ('kernel_shape', w.shape[2:]),
+                                              ('pads', pads), ('strides', strides)))
+    y = OPS['Conv'](node, jnp.transpose(x, (0, 2, 3, 1)), w, b)
+    return jnp.transpose(y, (0, 3, 1, 2))
+
+
+@pytest.mark.parametrize('geometry', GEOMETRIES, ids=lambda g: f'k{g[0]}s{g[1]}p{g[2]}d{g[3]}g{g[4]}')
+def test_conv_value_and_gradients_are_jax_own(geometry):
+    kernel, strides, pads, dilations, group = geometry
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(2, 4, 17, 14)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(6, 4 // group) + kernel), jnp.float32)
+    b = jnp.asarray(rng.normal(size=6), jnp.float32)
+    ours, ours_pullback = jax.vjp(lambda *a: graph_conv(*a, strides, pads, dilations, group), x, w, b)
+    theirs, theirs_pullback = jax.vjp(lambda *a: reference_conv(*a, strides, pads, dilations, group), x, w, b)
+    assert ours.shape == theirs.shape
+    assert relative_error(ours, theirs) <= 1e-6
+    cotangent = jnp.asarray(rng.normal(size=ours.shape), jnp.float32)
+    for name, a, b in zip('xwb', ours_pullback(cotangent), theirs_pullback(cotangent)):
+        assert a.shape == b.shape, name
+        assert relative_error(a, b) <= 1e-6, name
