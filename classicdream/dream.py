@@ -6,7 +6,6 @@ jitted ``lax.scan`` on the device, and the jitter offsets the notebook drew with
 are drawn up front from the same ``RandomState`` stream, in the same order, and passed in. So a seed
 reproduces what the notebook did after ``np.random.seed(seed)``.
 """
-from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -14,7 +13,7 @@ import numpy as np
 import scipy.ndimage as nd
 from jax.tree_util import Partial
 
-from .graph import HIGHEST, as_objective, backward, gradient_fn, objective_L2
+from .graph import HIGHEST, as_objective, backward, gradient_fn, jit, objective_L2
 
 MEAN = np.float32([104.0, 116.0, 122.0])[:, None, None]      # bvlc_googlenet's BGR mean, Caffe's transformer
 DEFAULT_END = 'inception_4c/output'
@@ -72,7 +71,7 @@ def make_step(gradient, src, shift, *, step_size=1.5, clip=True):
     return src
 
 
-@partial(jax.jit, static_argnames=('nodes', 'end', 'clip'))
+@jit(static_argnames=('nodes', 'end', 'clip'))
 def octave_steps(params, src, shifts, objective, step_size, *, nodes, end, clip):
     """All iter_n steps of one octave in one device call: a scan of make_step over the jitter shifts.
 

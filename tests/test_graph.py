@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from jax import lax
 
+from classicdream import graph
 from classicdream.graph import HIGHEST, OPS, Node
 from conftest import relative_error
 
@@ -50,3 +51,14 @@ def test_conv_value_and_gradients_are_jax_own(geometry):
     for name, a, b in zip('xwb', ours_pullback(cotangent), theirs_pullback(cotangent)):
         assert a.shape == b.shape, name
         assert relative_error(a, b) <= 1e-6, name
+
+
+def test_an_xla_option_this_jaxlib_lacks_leaves_xla_defaults(monkeypatch):
+    """XLA refuses unknown options at compile time; a jaxlib without ours must still compile the net."""
+    monkeypatch.setattr(graph, 'XLA_OPTIONS', {'xla_cpu_no_such_option': False})
+    graph.xla_options.cache_clear()
+    try:
+        assert graph.xla_options() == {}
+        assert float(graph.jit()(lambda x: x + 1)(np.float32(1))) == 2
+    finally:
+        graph.xla_options.cache_clear()
