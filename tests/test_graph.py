@@ -62,3 +62,43 @@ def test_an_xla_option_this_jaxlib_lacks_leaves_xla_defaults(monkeypatch):
         assert float(graph.jit()(lambda x: x + 1)(np.float32(1))) == 2
     finally:
         graph.xla_options.cache_clear()
+
+
+def caffe_max_pool_backward(x, top_diff_of, kernel, stride, pad):
+    """Caffe's PoolingLayer MAX, literally: the window clipped to the input, the first strictly greater
+    value kept (row-major), and the top diff added to that one bottom element."""
+    _, _, h, w = x.shape
+
+    def pooled(size):
+        n = -(-(size + 2 * pad - kernel) // stride) + 1
+        return n - 1 if pad and (n - 1) * stride >= size + pad else n
+    top = np.full(x.shape[:2] + (pooled(h), pooled(w)), -np.inf, np.float32)
+    mask = np.zeros(top.shape + (2,), int)
+    for ph in range(top.shape[2]):
+        for pw in range(top.shape[3]):
+            h0, w0 = ph * stride - pad, pw * stride - pad
+            for i in range(max(h0, 0), min(h0 + kernel, h)):
+                for j in range(max(w0, 0), min(w0 + kernel, w)):
+                    greater = x[:, :, i, j] > top[:, :, ph, pw]
+                    top[:, :, ph, pw] = np.where(greater, x[:, :, i, j], top[:, :, ph, pw])
+                    mask[:, :, ph, pw] = np.where(greater[..., None], (i, j), mask[:, :, ph, pw])
+    diff = top_diff_of(top.shape)
+    bottom = np.zeros_like(x)
+    for n, c, ph, pw in np.ndindex(top.shape):
+        bottom[(n, c, *mask[n, c, ph, pw])] += diff[n, c, ph, pw]
+    return top, diff, bottom
+
+
+@pytest.mark.parametrize('kernel, stride, pad', [(3, 2, 0), (3, 1, 1), (3, 3, 2), (2, 2, 0), (3, 2, 1)])
+def test_max_pool_gradient_goes_to_the_first_maximum_like_caffe(kernel, stride, pad):
+    """Small integers make ties everywhere (as ReLU's zeros do in the net); overlapping windows add up."""
+    rng = np.random.default_rng(2)
+    x = rng.integers(0, 3, (2, 3, 11, 9)).astype(np.float32)
+    top, diff, bottom = caffe_max_pool_backward(x, lambda shape: rng.normal(size=shape).astype(np.float32),
+                                                kernel, stride, pad)
+    node = Node('MaxPool', ('x',), 'y', (('ceil_mode', 1), ('kernel_shape', (kernel, kernel)),
+                                         ('pads', (pad,) * 4), ('strides', (stride, stride))))
+    nhwc = lambda a: jnp.transpose(a, (0, 2, 3, 1))
+    ours, pullback = jax.vjp(lambda a: OPS['MaxPool'](node, nhwc(a)), jnp.asarray(x))
+    np.testing.assert_array_equal(ours, nhwc(top))
+    np.testing.assert_allclose(pullback(nhwc(diff))[0], bottom, rtol=1e-6, atol=1e-6)
