@@ -60,8 +60,9 @@ def _hashable(v):
 # ---------------------------------------------------------------- the operators, with Caffe's semantics
 #
 # The graph is NCHW, as Caffe and ONNX write it, but the operators below work on NHWC activations with
-# HWIO kernels: that is the form XLA:CPU's fast (Eigen) convolution takes, and inside a loop (one octave's
-# steps are a lax.scan) XLA does not rewrite other layouts into it. `evaluate` transposes at the edges.
+# HWIO kernels: that is the form XLA:CPU hands to its convolution library (YNNPACK in jaxlib 0.10), and
+# inside a loop (one octave's steps are a lax.scan) XLA does not rewrite other layouts into it.
+# `evaluate` transposes at the edges.
 
 NHWC = ('NHWC', 'HWIO', 'NHWC')
 
