@@ -54,19 +54,25 @@ def timed_dream(net, img):
     return time.perf_counter() - start, peak_rss()
 
 
+def notebook_steps(run, net, src, shifts):
+    """`run` (octave_steps, or its .lower) on the notebook's defaults: L2 at inception_4c, step 1.5, clipped."""
+    from classicdream import objective_L2
+    from classicdream.dream import DEFAULT_END
+    from classicdream.graph import as_objective
+    return run(net.params, src, shifts, as_objective(objective_L2), np.float32(1.5), nodes=net.nodes,
+               end=net.tensor(DEFAULT_END), clip=True)
+
+
 def dream_flops(net, shape, iter_n=10):
     """XLA's count of one default dream's work: each octave's compiled step, times iter_n steps.
 
     One step, because XLA's cost analysis counts a while loop's body once, whatever its trip count."""
     import jax
-    from classicdream import objective_L2
-    from classicdream.dream import DEFAULT_END, octave_sizes, octave_steps
-    from classicdream.graph import as_objective
+    from classicdream.dream import octave_sizes, octave_steps
     total = 0.0
     for h, w in octave_sizes(shape, 4, 1.4):
-        lowered = octave_steps.lower(net.params, jax.ShapeDtypeStruct((3, h, w), np.float32),
-                                     jax.ShapeDtypeStruct((1, 2), np.int32), as_objective(objective_L2),
-                                     np.float32(1.5), nodes=net.nodes, end=net.tensor(DEFAULT_END), clip=True)
+        lowered = notebook_steps(octave_steps.lower, net, jax.ShapeDtypeStruct((3, h, w), np.float32),
+                                 jax.ShapeDtypeStruct((1, 2), np.int32))
         total += iter_n * lowered.compile().cost_analysis()['flops']
     return total
 
@@ -96,12 +102,10 @@ def matmul_peak():
 def one_step(net, img):
     """One make_step on the full-size image with the jitter shift that np.random.seed(0) draws first, as
     the Caffe worker does: the dream's own compiled step (octave_steps with one shift)."""
-    from classicdream import objective_L2, preprocess
-    from classicdream.dream import DEFAULT_END, octave_steps
-    from classicdream.graph import as_objective
+    from classicdream import preprocess
+    from classicdream.dream import octave_steps
     shift = np.random.RandomState(0).randint(-32, 33, 2).astype(np.int32)
-    return np.asarray(octave_steps(net.params, preprocess(img), shift[None], as_objective(objective_L2),
-                                   np.float32(1.5), nodes=net.nodes, end=net.tensor(DEFAULT_END), clip=True))
+    return np.asarray(notebook_steps(octave_steps, net, preprocess(img), shift[None]))
 
 
 def worker(mode, out):

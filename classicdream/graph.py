@@ -166,12 +166,14 @@ def _conv(node, x, w, b=None):
     geometry = (tuple(_attr(node, 'strides', (1, 1))), ((pt, pb), (pl, pr)), tuple(_attr(node, 'dilations', (1, 1))))
     w = jnp.transpose(w, (2, 3, 1, 0))                                   # ONNX's OIHW → HWIO
     group = _attr(node, 'group', 1)
-    if group == 1:
-        y = conv_nhwc(x, w, *geometry)
-    else:                   # grouped: JAX's own gradient, which XLA:CPU runs slowly inside a loop
-        y = lax.conv_general_dilated(x, w, geometry[0], geometry[1], rhs_dilation=geometry[2],
-                                     dimension_numbers=NHWC, feature_group_count=group, precision=HIGHEST)
+    # grouped: JAX's own gradient, which XLA:CPU runs slowly inside a loop
+    y = conv_nhwc(x, w, *geometry) if group == 1 else _lax_conv(x, w, *geometry, group)
     return y if b is None else y + b
+
+
+def _lax_conv(x, w, strides, padding, dilation, group=1):
+    return lax.conv_general_dilated(x, w, strides, padding, rhs_dilation=dilation, dimension_numbers=NHWC,
+                                    feature_group_count=group, precision=HIGHEST)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
@@ -182,8 +184,7 @@ def conv_nhwc(x, w, strides, padding, dilation):
     inside a loop; written as the usual transposed convolution (flipped kernel, in and out swapped,
     stride as input dilation) it takes the fast kernel too.
     """
-    return lax.conv_general_dilated(x, w, strides, padding, rhs_dilation=dilation, dimension_numbers=NHWC,
-                                    precision=HIGHEST)
+    return _lax_conv(x, w, strides, padding, dilation)
 
 
 def _conv_nhwc_fwd(x, w, strides, padding, dilation):
@@ -197,7 +198,7 @@ def _conv_nhwc_bwd(strides, padding, dilation, residuals, g):
     flipped = jnp.swapaxes(lax.rev(w, (0, 1)), 2, 3)
     dx = lax.conv_general_dilated(g, flipped, (1, 1), pads, lhs_dilation=strides, rhs_dilation=dilation,
                                   dimension_numbers=NHWC, precision=HIGHEST)
-    dw = jax.vjp(lambda w: conv_nhwc.fun(x, w, strides, padding, dilation), w)[1](g)[0]
+    dw = jax.vjp(lambda w: _lax_conv(x, w, strides, padding, dilation), w)[1](g)[0]
     return dx, dw
 
 
@@ -302,8 +303,8 @@ def as_objective(objective):
     return objective if isinstance(objective, jax.tree_util.Partial) else jax.tree_util.Partial(objective)
 
 
-# XLA:CPU's older fusion emitters compile this net's step in ~60% of the time and run it faster: a default
-# dream of sky1024px took 18 s steady and 29 s cold with them, 26 s and 39 s without (2 cores, `make bench`).
+# XLA:CPU's older fusion emitters compile this net's step in ~80% of the time (3.75 vs 4.46 s for one
+# 575x1024 octave, interleaved runs on 2 cores) and run it as fast, within the machine's noise.
 # Other backends ignore xla_cpu_* options; a jaxlib that no longer has the option gets XLA's defaults.
 XLA_OPTIONS = {'xla_cpu_use_fusion_emitters': False}
 
