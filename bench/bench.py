@@ -59,7 +59,7 @@ def notebook_steps(run, net, src, shifts):
     from classicdream import objective_L2
     from classicdream.dream import DEFAULT_END
     from classicdream.graph import as_objective
-    return run(net.params, src, shifts, as_objective(objective_L2), np.float32(1.5), nodes=net.nodes,
+    return run(net.params, src, shifts, as_objective(objective_L2), np.float32(1.5), None, nodes=net.nodes,
                end=net.tensor(DEFAULT_END), clip=True)
 
 

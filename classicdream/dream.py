@@ -1,10 +1,14 @@
 """The 2015 notebook's dream, step for step: preprocess, make_step, deepdream, objectives, zoom frames.
 
 Function names, parameters, defaults and the order of operations are the notebook's (google/deepdream
-``dream.ipynb``). What differs is where the work runs: the ``iter_n`` steps of one octave are a single
-jitted ``lax.scan`` on the device, and the jitter offsets the notebook drew with ``np.random.randint``
-are drawn up front from the same ``RandomState`` stream, in the same order, and passed in. So a seed
-reproduces what the notebook did after ``np.random.seed(seed)``.
+``dream.ipynb``). What differs is where the work runs: the whole dream stays on the device. The octave
+pyramid and the detail carried between octaves are resampled there (resample.zoom, scipy's map), the
+``iter_n`` steps of one octave are a single compiled ``lax.scan``, and the jitter offsets the notebook
+drew with ``np.random.randint`` are drawn up front from the same ``RandomState`` stream, in the same
+order, and passed in. So a seed reproduces what the notebook did after ``np.random.seed(seed)``.
+
+Each octave is padded up to a bucket size (programs.bucket) and carries its true extent: nearby image
+sizes then share compiled programs, and the true pixels get what the unpadded image would.
 """
 
 import jax
@@ -13,7 +17,9 @@ import numpy as np
 import scipy.ndimage as nd
 from jax.tree_util import Partial
 
-from .graph import HIGHEST, as_objective, backward, gradient_fn, jit, objective_L2
+from . import resample
+from .graph import HIGHEST, as_objective, backward, bucketable, gradient_fn, objective_L2
+from .programs import abstract, bucket, program
 
 MEAN = np.float32([104.0, 116.0, 122.0])[:, None, None]      # bvlc_googlenet's BGR mean, Caffe's transformer
 DEFAULT_END = 'inception_4c/output'
@@ -21,12 +27,12 @@ DEFAULT_END = 'inception_4c/output'
 
 def preprocess(img):
     """HWC RGB float image → the net's CHW BGR input, mean subtracted (the notebook's preprocess)."""
-    return np.float32(np.rollaxis(np.asarray(img), 2)[::-1]) - MEAN
+    return jnp.moveaxis(jnp.asarray(img, jnp.float32), 2, 0)[::-1] - MEAN
 
 
 def deprocess(img):
     """The inverse of preprocess: CHW BGR, mean subtracted → HWC RGB float image."""
-    return np.dstack((np.asarray(img) + MEAN)[::-1])
+    return jnp.moveaxis((jnp.asarray(img) + MEAN)[::-1], 0, 2)
 
 
 def for_display(vis, clip=True):
@@ -54,35 +60,57 @@ def _guide_diff(guide_features, dst):
     return y[:, A.argmax(1)].reshape(dst.shape)      # select the ones that match best
 
 
-def make_step(gradient, src, shift, *, step_size=1.5, clip=True):
+def make_step(gradient, src, shift, *, step_size=1.5, clip=True, extent=None):
     """Basic gradient ascent step, on the (3, H, W) input `src`; `shift` is the step's jitter (ox, oy).
 
     `gradient(src)` is the notebook's net.forward(end) + objective + net.backward(start=end), returning
-    the diff that reaches the input: the whole image at once, or tile by tile for big images.
+    the diff that reaches the input: the whole image at once, or tile by tile for big images. With
+    `extent` (h, w), `src` is padded to a bucket: the roll and the mean see only its true h x w pixels.
     """
     ox, oy = shift[0], shift[1]
-    src = jnp.roll(jnp.roll(src, ox, -1), oy, -2)                  # apply jitter shift
+    src = roll(src, ox, oy, extent)                                # apply jitter shift
     g = gradient(src)
-    src = src + step_size / jnp.abs(g).mean() * g                  # normalized ascent step
-    src = jnp.roll(jnp.roll(src, -ox, -1), -oy, -2)                # unshift image
+    src = src + step_size / mean_abs(g, extent) * g                # normalized ascent step
+    src = roll(src, -ox, -oy, extent)                              # unshift image
     if clip:
         bias = jnp.asarray(MEAN)
         src = jnp.clip(src, -bias, 255 - bias)
     return src
 
 
-@jit(static_argnames=('nodes', 'end', 'clip'))
-def octave_steps(params, src, shifts, objective, step_size, *, nodes, end, clip):
+def roll(x, ox, oy, extent=None):
+    """np.roll(np.roll(x, ox, -1), oy, -2), within the true `extent` of a padded x when given."""
+    if extent is None:
+        return jnp.roll(jnp.roll(x, ox, -1), oy, -2)
+    for axis, shift, size in ((-1, ox, extent[1]), (-2, oy, extent[0])):
+        i = jnp.arange(x.shape[axis])
+        x = jnp.take(x, jnp.where(i < size, (i - shift) % size, i), axis=axis)
+    return x
+
+
+def mean_abs(g, extent=None):
+    """np.abs(g).mean(), over the true extent of a padded g (zero beyond it).
+
+    Summed in float64: then the float32 result does not depend on how XLA orders the sum for the
+    array's shape, so a bucket gives the step that the exact size gives, to the bit."""
+    count = g.size if extent is None else g.shape[0] * extent[0] * extent[1]
+    with jax.enable_x64(True):
+        return (jnp.abs(g).astype(jnp.float64).sum() / count).astype(jnp.float32)
+
+
+@program(static_argnames=('nodes', 'end', 'clip'))
+def octave_steps(params, src, shifts, objective, step_size, extent, *, nodes, end, clip):
     """All iter_n steps of one octave in one device call: a scan of make_step over the jitter shifts.
 
     The scan stays rolled, so one step is traced and compiled whatever iter_n is; the net's convolutions
-    are written in the form XLA:CPU runs fast inside a loop (graph.conv_nhwc).
+    are written in the form XLA:CPU runs fast inside a loop (ops.conv_nhwc). `extent` is None for an
+    unpadded src, else its true (h, w) inside the bucket.
     """
     def gradient(x):
-        return backward(nodes, params, x[None], end, objective)[0]
+        return backward(nodes, params, x[None], end, objective, extent)[0]
 
     def step(x, shift):
-        return make_step(gradient, x, shift, step_size=step_size, clip=clip), None
+        return make_step(gradient, x, shift, step_size=step_size, clip=clip, extent=extent), None
     return jax.lax.scan(step, src, shifts)[0]
 
 
@@ -161,35 +189,75 @@ def deepdream(net, base_img, iter_n=10, octave_n=4, octave_scale=1.4, end=DEFAUL
     check_octaves(net, np.shape(base_img), octave_n, octave_scale, end)
     check_tile(net, tile, end)
     objective = as_objective(objective)
+    sizes = octave_sizes(np.shape(base_img), octave_n, octave_scale)
+    tiled = [bool(tile) and (h > tile or w > tile) for h, w in sizes]
+    padded = bucketable(net.nodes, tensor)
+    shapes = [(bucket(h), bucket(w)) if padded and not t else (h, w) for (h, w), t in zip(sizes, tiled)]
+    extents = [np.int32(size) for size in sizes]
+    steps = dict(nodes=net.nodes, end=tensor, clip=clip)
+    ask_ahead(net, shapes, extents, tiled, padded, iter_n, objective, steps)
     # prepare base images for all octaves
-    octaves = [preprocess(base_img)]
+    octaves = [preprocessed(pad(base_img, shapes[0]))]
     for i in range(octave_n - 1):
-        octaves.append(nd.zoom(octaves[-1], (1, 1.0 / octave_scale, 1.0 / octave_scale), order=1))
-    detail = np.zeros_like(octaves[-1])         # allocate image for network-produced details
+        octaves.append(zoomed(octaves[-1], extents[i], extents[i + 1], shape=shapes[i + 1]))
+    detail = jnp.zeros_like(octaves[-1])        # allocate image for network-produced details
     for octave, octave_base in enumerate(octaves[::-1]):
-        h, w = octave_base.shape[-2:]
+        i = octave_n - 1 - octave
+        h, w = sizes[i]
         if octave > 0:
             # upscale details from the previous octave
-            h1, w1 = detail.shape[-2:]
-            detail = nd.zoom(detail, (1, 1.0 * h / h1, 1.0 * w / w1), order=1)
+            detail = zoomed(detail, extents[i + 1], extents[i], shape=shapes[i])
         src = octave_base + detail
         shifts = np.stack([rng.randint(-jitter, jitter + 1, 2) for _ in range(iter_n)]).astype(np.int32) \
             if iter_n else np.zeros((0, 2), np.int32)
-        if tile and (h > tile or w > tile):
+        if tiled[i]:
             for shift in shifts:                 # tile offsets come from the same stream, after the jitter
                 offset = (rng.randint(tile) if h > tile else 0, rng.randint(tile) if w > tile else 0)
                 src = make_step(tiled_gradient(net, tensor, objective, tile, offset), src, shift,
                                 step_size=np.float32(step_size), clip=clip)
-            src = np.asarray(src)
         else:
-            src = np.asarray(octave_steps(net.params, src, shifts, objective, np.float32(step_size),
-                                          nodes=net.nodes, end=tensor, clip=clip))
+            src = octave_steps(net.params, src, shifts, objective, np.float32(step_size),
+                               extents[i] if padded else None, **steps)
         if progress:
+            jax.block_until_ready(src)
             progress(octave, (h, w))
         # extract details produced on the current octave
         detail = src - octave_base
     # returning the resulting image
-    return deprocess(src)
+    return np.asarray(deprocessed(src))[:h, :w]
+
+
+def pad(img, shape):
+    """The HWC image at the top left of a zero array of spatial `shape` (its bucket), as float32."""
+    img = np.asarray(img, np.float32)
+    if img.shape[:2] == shape:
+        return img
+    out = np.zeros(shape + img.shape[2:], np.float32)
+    out[:img.shape[0], :img.shape[1]] = img
+    return out
+
+
+preprocessed = program()(preprocess)
+deprocessed = program()(deprocess)
+zoomed = program(static_argnames=('shape',))(resample.zoom)
+
+
+def ask_ahead(net, shapes, extents, tiled, padded, iter_n, objective, steps):
+    """Have every program this dream runs built (or loaded) in the pool now, in the order it runs them,
+    so compiling them overlaps: the later octaves compile while the first ones run."""
+    float_image = lambda shape: jax.ShapeDtypeStruct((3, *shape), jnp.float32)
+    extent = jax.ShapeDtypeStruct((2,), jnp.int32)
+    preprocessed.executable(jax.ShapeDtypeStruct((*shapes[0], 3), jnp.float32))
+    for i in range(len(shapes) - 1):
+        zoomed.executable(float_image(shapes[i]), extent, extent, shape=shapes[i + 1])
+    for i in reversed(range(len(shapes))):
+        if i < len(shapes) - 1:
+            zoomed.executable(float_image(shapes[i + 1]), extent, extent, shape=shapes[i])
+        if not tiled[i]:
+            octave_steps.executable(abstract(net.params), float_image(shapes[i]),
+                                    jax.ShapeDtypeStruct((iter_n, 2), jnp.int32), objective,
+                                    jax.ShapeDtypeStruct((), jnp.float32), extent if padded else None, **steps)
+    deprocessed.executable(float_image(shapes[0]))
 
 
 def check_tile(net, tile, end):

@@ -1,4 +1,4 @@
-"""The convolution the graph evaluates with: NHWC/HWIO and a hand-written input gradient (graph.conv_nhwc),
+"""The convolution the graph evaluates with: NHWC/HWIO and a hand-written input gradient (ops.conv_nhwc),
 checked against JAX's own NCHW convolution and its automatic gradient over the geometries ONNX allows."""
 import jax
 import jax.numpy as jnp
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from jax import lax
 
-from classicdream import graph
-from classicdream.graph import HIGHEST, OPS, Node
+from classicdream import programs
+from classicdream.ops import HIGHEST, OPS, Node
 from conftest import relative_error
 
 GEOMETRIES = [  # (kernel, strides, pads (top, left, bottom, right), dilations, group)
@@ -55,13 +55,13 @@ def test_conv_value_and_gradients_are_jax_own(geometry):
 
 def test_an_xla_option_this_jaxlib_lacks_leaves_xla_defaults(monkeypatch):
     """XLA refuses unknown options at compile time; a jaxlib without ours must still compile the net."""
-    monkeypatch.setattr(graph, 'XLA_OPTIONS', {'xla_cpu_no_such_option': False})
-    graph.xla_options.cache_clear()
+    monkeypatch.setattr(programs, 'XLA_OPTIONS', {'xla_cpu_no_such_option': False})
+    programs.xla_options.cache_clear()
     try:
-        assert graph.xla_options() == {}
-        assert float(graph.jit()(lambda x: x + 1)(np.float32(1))) == 2
+        assert programs.xla_options() == {}
+        assert float(programs.jit()(lambda x: x + 1)(np.float32(1))) == 2
     finally:
-        graph.xla_options.cache_clear()
+        programs.xla_options.cache_clear()
 
 
 def caffe_max_pool_backward(x, top_diff_of, kernel, stride, pad):

@@ -1,0 +1,257 @@
+"""bvlc_googlenet's operators with Caffe's semantics, and the gradients XLA runs fast, for graph.py.
+
+Activations are NHWC with HWIO kernels inside: the form XLA:CPU hands to its convolution library (YNNPACK in
+jaxlib 0.10) even inside a loop, where it does not rewrite other layouts into it. Each operator takes an ONNX
+node (for its attributes) and its input arrays. Sizes follow Caffe: ceil-rounded pooling, LRN's alpha/n,
+max-pool gradients to the first maximum of each window. All arithmetic is float32 with Precision.HIGHEST:
+TF32 on a GPU would break parity with Caffe.
+"""
+from dataclasses import dataclass
+from functools import partial
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+HIGHEST = lax.Precision.HIGHEST
+
+
+@dataclass(frozen=True)
+class Node:
+    op: str
+    inputs: tuple
+    output: str
+    attrs: tuple          # sorted (name, value) pairs, hashable so a Node can key a jit cache
+
+
+def attr(node, name, default=None):
+    return dict(node.attrs).get(name, default)
+
+
+NHWC = ('NHWC', 'HWIO', 'NHWC')
+
+
+def _axis(x, axis):
+    """Where an NCHW axis of the graph lives in an NHWC activation (2-D tensors keep their axes)."""
+    return (0, 3, 1, 2)[axis % 4] if x.ndim == 4 else axis
+
+
+def to_nhwc(x):
+    return jnp.transpose(x, (0, 2, 3, 1)) if x.ndim == 4 else x
+
+
+def to_nchw(x):
+    return jnp.transpose(x, (0, 3, 1, 2)) if x.ndim == 4 else x
+
+
+def pooled_size(size, kernel, stride, pad, ceil_mode):
+    """Caffe's pooled size: ceil-rounded, less a last window that would start in the padding.
+
+    Plain arithmetic, so `size` may be a traced integer (a true extent inside a padded bucket)."""
+    if not ceil_mode:
+        return (size + 2 * pad - kernel) // stride + 1
+    out = -(-(size + 2 * pad - kernel) // stride) + 1
+    return out - ((pad > 0) & ((out - 1) * stride >= size + pad))
+
+
+def _pool_geometry(size, kernel, stride, pad, ceil_mode):
+    """Caffe's pooled size and the high-side padding that reduce_window needs for it."""
+    out = pooled_size(size, kernel, stride, pad, ceil_mode)
+    return out, max((out - 1) * stride + kernel - size - pad, 0)
+
+
+def _window(node, x):
+    """A pooling node's kernel, strides, (low, high) padding of H and W, and Caffe's output size."""
+    (kh, kw), (sh, sw) = attr(node, 'kernel_shape'), attr(node, 'strides', (1, 1))
+    pt, pl, _, _ = attr(node, 'pads', (0, 0, 0, 0))
+    ceil_mode = attr(node, 'ceil_mode', 0)
+    (oh, hi_h), (ow, hi_w) = (_pool_geometry(x.shape[1], kh, sh, pt, ceil_mode),
+                              _pool_geometry(x.shape[2], kw, sw, pl, ceil_mode))
+    return (kh, kw), (sh, sw), ((pt, hi_h), (pl, hi_w)), (oh, ow)
+
+
+def _pool(x, init, op, kernel, strides, padding, out):
+    y = lax.reduce_window(x, init, op, (1, *kernel, 1), (1, *strides, 1), ((0, 0), *padding, (0, 0)))
+    return y[:, :out[0], :out[1]]
+
+
+def _caffe_avg_divisor(size, out, kernel, stride, pad):
+    """Caffe's AVE divisor along one axis: the window clipped to the padded input, padding counted."""
+    start = np.arange(out) * stride - pad
+    return np.minimum(start + kernel, size + pad) - start
+
+
+def _max_pool(node, x):
+    return max_pool_nhwc(x, *_window(node, x))
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4))
+def max_pool_nhwc(x, kernel, strides, padding, out):
+    """Caffe's MAX pooling: -inf padding, so a window's maximum is over its part inside the input."""
+    return _pool(x, -jnp.inf, lax.max, kernel, strides, padding, out)
+
+
+def _max_pool_fwd(x, kernel, strides, padding, out):
+    y = max_pool_nhwc(x, kernel, strides, padding, out)
+    return y, (x, y)
+
+
+def _max_pool_bwd(kernel, strides, padding, out, residuals, g):
+    """Each window's gradient goes to its first maximum in row-major order, Caffe's tie rule.
+
+    Written as one masked, strided add per kernel offset rather than JAX's select-and-scatter, which
+    XLA:CPU expands into an indexed scatter: pooling's gradient took ~370 ms of a 575x1024 step that
+    way and ~250 ms this way (XLA's per-op profile).
+    """
+    x, y = residuals
+    padded = jnp.pad(x, ((0, 0), *padding, (0, 0)), constant_values=-jnp.inf)
+    span = [(o - 1) * s + 1 for o, s in zip(out, strides)]       # extent of one offset's strided slice
+    offsets = [(i, j) for i in range(kernel[0]) for j in range(kernel[1])]
+    first = jnp.full(y.shape, len(offsets), jnp.int32)              # each window's first maximum
+    for k, (i, j) in reversed(list(enumerate(offsets))):
+        at = lax.slice(padded, (0, i, j, 0), (y.shape[0], i + span[0], j + span[1], y.shape[3]), (1, *strides, 1))
+        first = jnp.where(at == y, k, first)
+    dx = sum(lax.pad(jnp.where(first == k, g, 0.0), 0.0,
+                     ((0, 0, 0), (i, padded.shape[1] - i - span[0], strides[0] - 1),
+                      (j, padded.shape[2] - j - span[1], strides[1] - 1), (0, 0, 0)))
+             for k, (i, j) in enumerate(offsets))
+    (top, _), (left, _) = padding
+    return (dx[:, top:top + x.shape[1], left:left + x.shape[2]],)
+
+
+max_pool_nhwc.defvjp(_max_pool_fwd, _max_pool_bwd)
+
+
+def _average_pool(node, x):
+    kernel, strides, padding, (oh, ow) = _window(node, x)
+    total = _pool(x, 0.0, lax.add, kernel, strides, padding, (oh, ow))
+    (kh, kw), (sh, sw), ((pt, _), (pl, _)) = kernel, strides, padding
+    div = np.outer(_caffe_avg_divisor(x.shape[1], oh, kh, sh, pt), _caffe_avg_divisor(x.shape[2], ow, kw, sw, pl))
+    return total / jnp.asarray(div[:, :, None], jnp.float32)
+
+
+def _conv(node, x, w, b=None):
+    pt, pl, pb, pr = attr(node, 'pads', (0, 0, 0, 0))
+    geometry = (tuple(attr(node, 'strides', (1, 1))), ((pt, pb), (pl, pr)), tuple(attr(node, 'dilations', (1, 1))))
+    w = jnp.transpose(w, (2, 3, 1, 0))                                   # ONNX's OIHW → HWIO
+    group = attr(node, 'group', 1)
+    # grouped: JAX's own gradient, which XLA:CPU runs slowly inside a loop
+    y = conv_nhwc(x, w, *geometry) if group == 1 else _lax_conv(x, w, *geometry, group)
+    return y if b is None else y + b
+
+
+def _lax_conv(x, w, strides, padding, dilation, group=1):
+    return lax.conv_general_dilated(x, w, strides, padding, rhs_dilation=dilation, dimension_numbers=NHWC,
+                                    feature_group_count=group, precision=HIGHEST)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def conv_nhwc(x, w, strides, padding, dilation):
+    """An ungrouped NHWC/HWIO convolution whose input gradient is one in the same form.
+
+    JAX's own gradient is a convolution with swapped kernel dimensions, which XLA:CPU runs ~30x slower
+    inside a loop; written as the usual transposed convolution (flipped kernel, in and out swapped,
+    stride as input dilation) it takes the fast kernel too.
+    """
+    return _lax_conv(x, w, strides, padding, dilation)
+
+
+def _conv_nhwc_fwd(x, w, strides, padding, dilation):
+    return conv_nhwc(x, w, strides, padding, dilation), (x, w)
+
+
+def _conv_nhwc_bwd(strides, padding, dilation, residuals, g):
+    x, w = residuals
+    pads = [_input_gradient_padding(x.shape[1 + a], w.shape[a], strides[a], dilation[a], padding[a][0],
+                                    g.shape[1 + a]) for a in (0, 1)]
+    flipped = jnp.swapaxes(lax.rev(w, (0, 1)), 2, 3)
+    dx = lax.conv_general_dilated(g, flipped, (1, 1), pads, lhs_dilation=strides, rhs_dilation=dilation,
+                                  dimension_numbers=NHWC, precision=HIGHEST)
+    dw = jax.vjp(lambda w: _lax_conv(x, w, strides, padding, dilation), w)[1](g)[0]
+    return dx, dw
+
+
+def _input_gradient_padding(size, kernel, stride, dilation, pad_before, out):
+    """Padding of the stride-dilated output gradient so that the flipped kernel maps it back onto the input."""
+    reach = dilation * (kernel - 1)
+    before = reach - pad_before
+    return before, size + reach - (out - 1) * stride - 1 - before
+
+
+conv_nhwc.defvjp(_conv_nhwc_fwd, _conv_nhwc_bwd)
+
+
+def _lrn(node, x):
+    """Across-channel LRN: x / (k + α/n · Σ x²)^β over n channels centred on each (Caffe's and ONNX's α/n)."""
+    n = attr(node, 'size')
+    sq = lax.reduce_window(x * x, 0.0, lax.add, (1, 1, 1, n), (1, 1, 1, 1),
+                           ((0, 0), (0, 0), (0, 0), ((n - 1) // 2, n // 2)))
+    return x * (attr(node, 'bias', 1.0) + attr(node, 'alpha', 1e-4) / n * sq) ** -attr(node, 'beta', 0.75)
+
+
+def _gemm(node, x, w, b=None):
+    w = w.T if attr(node, 'transB', 0) else w
+    y = jnp.dot(x, w, precision=HIGHEST)
+    return y if b is None else y + b
+
+
+def _flatten(node, x):
+    x = to_nchw(x)                                          # Caffe's order of the flattened features
+    return x.reshape(math.prod(x.shape[:attr(node, 'axis', 1)]), -1)
+
+
+OPS = {
+    'Conv': _conv,
+    'Relu': lambda node, x: jax.nn.relu(x),      # gradient 0 at 0, like Caffe's (x > 0) mask
+    'LeakyRelu': lambda node, x: jnp.where(x > 0, x, attr(node, 'alpha', 0.01) * x),
+    'MaxPool': _max_pool,
+    'AveragePool': _average_pool,
+    'GlobalAveragePool': lambda node, x: jnp.mean(x, axis=(1, 2), keepdims=True),
+    'GlobalMaxPool': lambda node, x: jnp.max(x, axis=(1, 2), keepdims=True),
+    'LRN': _lrn,
+    'Concat': lambda node, *xs: jnp.concatenate(xs, axis=_axis(xs[0], attr(node, 'axis', 1))),
+    'Identity': lambda node, x: x,
+    'Dropout': lambda node, x: x,
+    'Flatten': _flatten,
+    'Gemm': _gemm,
+    'Softmax': lambda node, x: jax.nn.softmax(x, axis=_axis(x, attr(node, 'axis', -1))),
+}
+
+
+def spatial_out(node, size, axis):
+    """Output extent along one spatial axis (0 = height, 1 = width) of a node; `size` may be traced."""
+    if node.op == 'Conv':
+        k, s, d = (attr(node, a, (1, 1))[axis] for a in ('kernel_shape', 'strides', 'dilations'))
+        pads = attr(node, 'pads', (0, 0, 0, 0))
+        return (size + pads[axis] + pads[axis + 2] - d * (k - 1) - 1) // s + 1
+    if node.op in ('MaxPool', 'AveragePool'):
+        return pooled_size(size, attr(node, 'kernel_shape')[axis], attr(node, 'strides', (1, 1))[axis],
+                           attr(node, 'pads', (0, 0, 0, 0))[axis], attr(node, 'ceil_mode', 0))
+    return size
+
+
+# ---------------------------------------------------------------- evaluating inside a padded bucket
+#
+# An image padded up to a bucket size gives, at its true positions, what the unpadded image gives, if every
+# operator that reads neighbouring positions sees there what Caffe's own borders hold. These say what that is.
+
+POINTWISE = frozenset({'Relu', 'LeakyRelu', 'LRN', 'Concat', 'Identity', 'Dropout'})   # LRN: across channels
+
+
+def border_fill(node):
+    """What lies beyond the true extent for `node`: None where it reads each position alone; 0 for a
+    convolution's zero padding; -inf for max pooling, whose windows Caffe clips to the input.
+
+    Raises ValueError for operators whose result depends on the true size in another way (average
+    pooling's divisor, global pooling, fully connected layers): those run at the exact size."""
+    if node.op in POINTWISE:
+        return None
+    if node.op == 'Conv':
+        pointwise = all(k == 1 for k in attr(node, 'kernel_shape')) and not any(attr(node, 'pads', (0,)))
+        return None if pointwise else 0.0
+    if node.op == 'MaxPool':
+        return -jnp.inf
+    raise ValueError(f'{node.op} cannot run in a padded bucket')
