@@ -14,21 +14,9 @@ from .images import load_image, save_image  # noqa: E402
 def load_net(path=None):
     """The notebook's net: bvlc_googlenet from ``models/`` (built there first if needed), or an ONNX file.
 
-    Also turns on JAX's persistent compilation cache, so a second run at the same image size does not
-    compile again: ``$CLASSICDREAM_JAX_CACHE`` (default ``~/.cache/classicdream/jax``; empty: off).
+    Its compiled programs are kept in ``$CLASSICDREAM_JAX_CACHE`` (default ``~/.cache/classicdream/jax``;
+    empty: in memory only), so a later process, or another image size in the same buckets, starts at once.
     """
     from .models import build, file_digest
-    enable_compilation_cache()
     path = path or build()
     return Net(str(path), sha256=file_digest(path))
-
-
-def enable_compilation_cache():
-    import os
-    from pathlib import Path
-    import jax
-    default = Path(os.environ.get('XDG_CACHE_HOME', Path.home() / '.cache')) / 'classicdream' / 'jax'
-    folder = os.environ.get('CLASSICDREAM_JAX_CACHE', str(default))
-    if folder:
-        jax.config.update('jax_compilation_cache_dir', folder)
-        jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)

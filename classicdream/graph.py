@@ -19,7 +19,7 @@ import onnx
 from onnx import numpy_helper
 
 from .ops import HIGHEST, OPS, Node, border_fill, spatial_out, to_nchw, to_nhwc  # noqa: F401 (HIGHEST, Node: API)
-from .programs import jit
+from .programs import program
 
 
 def read_graph(model):
@@ -129,12 +129,12 @@ def as_objective(objective):
     return objective if isinstance(objective, jax.tree_util.Partial) else jax.tree_util.Partial(objective)
 
 
-@jit(static_argnames=('nodes', 'end'))
+@program(static_argnames=('nodes', 'end'))
 def forward_fn(params, data, *, nodes, end):
     return evaluate(nodes, params, data, end)
 
 
-@jit(static_argnames=('nodes', 'end'))
+@program(static_argnames=('nodes', 'end'))
 def gradient_fn(params, data, objective, *, nodes, end):
     return backward(nodes, params, data, end, objective)
 

@@ -55,24 +55,13 @@ def xla_options():
     return XLA_OPTIONS
 
 
-def jit(**jit_kwargs):
-    """jax.jit with xla_options(), settled at the first call: asking XLA starts a backend, and importing
-    classicdream must not (JAX_PLATFORMS may still be set after it). `.lower` is jax.jit's, for the bench."""
-    def decorate(fun):
-        @functools.cache
-        def jitted():
-            return jax.jit(fun, compiler_options=xla_options(), **jit_kwargs)
-
-        @functools.wraps(fun)
-        def call(*args, **kwargs):
-            return jitted()(*args, **kwargs)
-        call.lower = lambda *args, **kwargs: jitted().lower(*args, **kwargs)
-        return call
-    return decorate
-
-
 def executables_folder():
-    """Where serialised executables live: beside JAX's compile cache ($CLASSICDREAM_JAX_CACHE); None: off."""
+    """Where serialised executables live ($CLASSICDREAM_JAX_CACHE/executables); None: kept in memory only.
+
+    Also None while JAX's own persistent cache is on: an executable it hands back was deserialised, and
+    XLA:CPU serialises such a one without its code (the next process's call then fails)."""
+    if jax.config.jax_compilation_cache_dir and jax.config.jax_enable_compilation_cache:
+        return None
     default = Path(os.environ.get('XDG_CACHE_HOME', Path.home() / '.cache')) / 'classicdream' / 'jax'
     folder = os.environ.get('CLASSICDREAM_JAX_CACHE', str(default))
     return Path(folder) / 'executables' if folder else None
@@ -134,7 +123,8 @@ class Program:
     def executable(self, *args, **statics):
         """A future of the compiled program for these argument shapes and static values."""
         statics = tuple(sorted(statics.items()))
-        key = (_static_digest(f'{self.__module__}.{self.__qualname__}', statics), _describe(args))
+        functions = _functions(args)        # by identity: a redefined objective is another program
+        key = (_static_digest(f'{self.__module__}.{self.__qualname__}', statics), _describe(args), functions)
         with self._lock:
             future = self._futures.get(key)
             if future is None:
@@ -142,15 +132,30 @@ class Program:
         return future
 
     def _build(self, key, args, statics):
-        text = repr((key, _environment()))
-        folder = executables_folder()
-        path = folder / f'{hashlib.sha256(text.encode()).hexdigest()}.xla' if folder else None
+        path, text = self._saved_as(key)
         compiled = _load(path, text) if path else None
         if compiled is None:
             compiled = self.lower(*args, **statics).compile()
             if path:
                 _save(path, text, compiled)
         return compiled
+
+    def _saved_as(self, key):
+        """The file and key text of an executable on disk; (None, None) for code the environment's source
+        digest does not cover (a user's own objective may change between processes under the same name)."""
+        folder = executables_folder()
+        code = [self.fun, *key[2]]
+        names = [f'{getattr(f, "__module__", None)}.{getattr(f, "__qualname__", None)}' for f in code]
+        if folder is None or not all(name.startswith(__package__ + '.') for name in names):
+            return None, None
+        text = repr((key[:2], names, _environment()))
+        return folder / f'{hashlib.sha256(text.encode()).hexdigest()}.xla', text
+
+
+def _functions(tree):
+    """The functions that travel in a pytree as jax.tree_util.Partial (objectives)."""
+    is_partial = lambda x: isinstance(x, jax.tree_util.Partial)
+    return tuple(p.func for p in jax.tree_util.tree_leaves(tree, is_leaf=is_partial) if is_partial(p))
 
 
 def program(static_argnames=()):

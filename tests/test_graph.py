@@ -59,7 +59,7 @@ def test_an_xla_option_this_jaxlib_lacks_leaves_xla_defaults(monkeypatch):
     programs.xla_options.cache_clear()
     try:
         assert programs.xla_options() == {}
-        assert float(programs.jit()(lambda x: x + 1)(np.float32(1))) == 2
+        assert float(programs.program()(lambda x: x + 1)(np.float32(1))) == 2
     finally:
         programs.xla_options.cache_clear()
 
