@@ -4,12 +4,15 @@ Same image (sky1024px.jpg), the notebook's default parameters, seed 0. Each meas
 process, so compile caches and peak memory belong to one thing only:
 - Caffe: the notebook's cells (bench/notebook_caffe.py) on the pycaffe that `make reference` built;
 - classicdream, per JAX platform (CPU, and GPU when JAX sees one): a first run in a fresh process with an
-  empty persistent compile cache, a second call in that process (steady state), then a new process with
-  the cache now warm. That last process also measures, after its timing, what the times are read against:
-  XLA's FLOP count of the dream, the device's matrix-product peak, and one step beside Caffe's (PSNR).
+  empty cache of compiled programs, a second call in that process (steady state, split into host and
+  device work), a dream at a second layer in that process; then a new process with the cache now warm,
+  and another on an image size it has never seen (1020x572, whose octaves fall in the sky's buckets).
+  The warm process also measures what the times are read against: XLA's FLOP count of the dream, the
+  device's matrix-product peak, and one step beside Caffe's (PSNR).
 Prints a table, writes it to bench/RESULTS.md, and ends with key=value lines for scripts. JAX is imported
 only inside the workers, so this parent process never holds device memory that they need.
 """
+import contextlib
 import datetime
 import importlib.metadata
 import json
@@ -33,6 +36,8 @@ CAFFE_MODEL = CAFFE / 'model'
 CAFFE_NAME = 'BVLC Caffe 9b89154 (PyPI brocolli-caffe 9.0.2), CPU only, Debian OpenBLAS'
 CAFFE_PYTHON = '/usr/bin/python3'                        # pycaffe is built for Debian's own interpreter
 RESULTS = ROOT / 'bench' / 'RESULTS.md'
+SECOND_END = 'inception_3b/output'          # a layer the first dreams did not compile
+NEW_SIZE = (1020, 572)                        # never dreamed before; its octaves share the sky's buckets
 GB = 1e9
 
 
@@ -46,12 +51,80 @@ def peak_rss():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def timed_dream(net, img):
+def timed_dream(net, img, **kwargs):
     """Wall time of the notebook's call, deepdream(net, img) after np.random.seed(0), and the peak RSS so far."""
     import classicdream
     start = time.perf_counter()
-    classicdream.deepdream(net, img, seed=0)
+    classicdream.deepdream(net, img, seed=0, **kwargs)
     return time.perf_counter() - start, peak_rss()
+
+
+class BuildClock:
+    """Seconds spent building programs (tracing and lowering, compiling, loading kept executables), summed
+    over the pool's threads, so a sum can exceed the wall time it overlapped."""
+
+    def __init__(self):
+        from classicdream import programs
+        self.seconds = {'trace': 0.0, 'compile': 0.0, 'load': 0.0}
+        lower, load, clock = programs.Program.lower, programs._load, self
+
+        class Timed:
+            def __init__(self, lowered):
+                self.lowered = lowered
+
+            def compile(self):
+                with clock.timing('compile'):
+                    return self.lowered.compile()
+
+        def timed_lower(program, *args, **statics):
+            with self.timing('trace'):
+                return Timed(lower(program, *args, **statics))
+
+        def timed_load(path, text):
+            with self.timing('load'):
+                return load(path, text)
+        programs.Program.lower, programs._load = timed_lower, timed_load
+
+    @contextlib.contextmanager
+    def timing(self, what):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[what] += time.perf_counter() - start
+
+    def take(self):
+        taken, self.seconds = self.seconds, dict.fromkeys(self.seconds, 0.0)
+        return taken
+
+
+def host_and_device(net, img):
+    """A steady dream's wall time, and its device work: every program it ran, run again alone and waited
+    for. The rest of the wall time is host work: Python, dispatch, and the few eager array operations."""
+    import jax
+    from classicdream import programs
+    calls, call = [], programs.Program.__call__
+
+    def recording(program, *args, **statics):
+        calls.append((program.executable(*args, **statics).result(), args))
+        return call(program, *args, **statics)
+    programs.Program.__call__ = recording
+    try:
+        wall, _ = timed_dream(net, img)
+    finally:
+        programs.Program.__call__ = call
+    device = 0.0
+    for executable, args in calls:
+        jax.block_until_ready(args)
+        device += min(timed_run(executable, args) for _ in range(2))      # the less disturbed of two
+    return wall, device
+
+
+def timed_run(executable, args):
+    import jax
+    start = time.perf_counter()
+    jax.block_until_ready(executable(*args))
+    return time.perf_counter() - start
 
 
 def notebook_steps(run, net, src, shifts):
@@ -109,20 +182,32 @@ def one_step(net, img):
 
 
 def worker(mode, out):
-    """`cold`: first and second dream of a fresh process; `warm`: a new process's dream, then the yardsticks."""
+    """`cold`: a fresh process's first dream, its steady dreams, a second layer; `warm`: a new process's first
+    dream, then the yardsticks; `newsize`: a new process's first dream at a size it has never seen."""
     import jax
     import classicdream
+    clock = BuildClock()
     net = classicdream.load_net()
     img = classicdream.load_image(IMAGE)
     result = {'device': jax.devices()[0].device_kind}
     if mode == 'cold':
         result['cold'], result['cold_rss'] = timed_dream(net, img)
+        result['cold_builds'] = clock.take()
         result['steady'], result['steady_rss'] = timed_dream(net, img)
-    else:
+        result['steady_wall'], result['device_work'] = host_and_device(net, img)
+        result['second_end'], _ = timed_dream(net, img, end=SECOND_END)
+        result['second_end_builds'] = clock.take()
+    elif mode == 'warm':
         result['warm'], result['warm_rss'] = timed_dream(net, img)
+        result['warm_builds'] = clock.take()
         result['flops'] = dream_flops(net, img.shape)
         result['peak'] = matmul_peak()
         np.save(out / f'{jax.default_backend()}_step.npy', one_step(net, img))
+    else:
+        from PIL import Image
+        other = np.float32(Image.fromarray(np.uint8(img)).resize(NEW_SIZE, Image.BILINEAR))
+        result['newsize'], result['newsize_rss'] = timed_dream(net, other)
+        result['newsize_builds'] = clock.take()
     (out / f'{jax.default_backend()}_{mode}.json').write_text(json.dumps(result))
 
 
@@ -168,15 +253,16 @@ def gpu_platform():
 
 
 def run_classicdream(plat, out):
-    """Cold, steady and warm-cache dreams on one JAX platform, with a compile cache of their own."""
+    """Cold, steady, warm-cache and new-size dreams on one JAX platform, with a program cache of their own."""
     env = {'CLASSICDREAM_JAX_CACHE': str(out / f'jax-cache-{plat}'),
            'JAX_PLATFORMS': 'cpu' if plat == 'cpu' else None}
-    for mode, note in (('cold', 'first run with an empty compile cache, then a second'),
-                       ('warm', 'a new process with the warm cache')):
+    result = {}
+    for mode, note in (('cold', 'first run with an empty cache, then steady ones and a second layer'),
+                       ('warm', 'a new process with the warm cache'),
+                       ('newsize', f'a new process, warm cache, a {NEW_SIZE[0]}x{NEW_SIZE[1]} image never seen')):
         print(f'classicdream {plat.upper()}: {note} ...', file=sys.stderr)
         run(f'classicdream on {plat.upper()} ({mode})', [sys.executable, __file__, '--worker', mode, str(out)], env)
-    result = {**json.loads((out / f'{plat}_cold.json').read_text()),
-              **json.loads((out / f'{plat}_warm.json').read_text())}
+        result.update(json.loads((out / f'{plat}_{mode}.json').read_text()))
     return dict(result, step=np.load(out / f'{plat}_step.npy'))
 
 
@@ -193,9 +279,11 @@ def rows(caffe, results, cpu_peak):
         yield 'Caffe notebook, CPU', caffe['seconds'], caffe['peak_rss'], cpu_peak
     for plat, r in results.items():
         name = f'classicdream {plat.upper()}' + ('' if plat == 'cpu' else f' ({r["device"]})')
-        yield f'{name}, first run, empty compile cache', r['cold'], r['cold_rss'], r['peak']
+        yield f'{name}, first run, empty cache', r['cold'], r['cold_rss'], r['peak']
         yield f'{name}, steady (2nd call, same process)', r['steady'], r['steady_rss'], r['peak']
-        yield f'{name}, new process, warm compile cache', r['warm'], r['warm_rss'], r['peak']
+        yield f'{name}, new process, warm cache', r['warm'], r['warm_rss'], r['peak']
+        yield (f'{name}, new process, warm cache, new size {NEW_SIZE[0]}x{NEW_SIZE[1]}', r['newsize'],
+               r['newsize_rss'], r['peak'])
 
 
 def table(caffe, results):
@@ -212,6 +300,12 @@ def table(caffe, results):
         how = 'best of XLA and numpy, n=2048' if plat == 'cpu' else f'{r["device"]}, XLA, n=8192'
         lines.append(f'- {plat.upper()} float32 matrix-product peak ({how}): {r["peak"] / 1e9:.0f} GFLOP/s; '
                      '"of peak" is GFLOP/s over it.')
+        lines.append(f'- {plat.upper()} breakdown. Steady dream: {r["steady_wall"]:.3g} s = device work '
+                     f'{r["device_work"]:.3g} s (each program it ran, timed alone) + host work '
+                     f'{r["steady_wall"] - r["device_work"]:.3f} s. Building programs, summed over the compile '
+                     f'pool\'s threads: {builds(r["cold_builds"])} in the first run; {builds(r["warm_builds"])} in '
+                     f'the warm process; {builds(r["newsize_builds"])} at the new size; a second layer '
+                     f'({SECOND_END}) in the same process: {r["second_end"]:.3g} s, {builds(r["second_end_builds"])}.')
     if caffe:
         for plat, r in results.items():
             lines.append(f'- Step parity, {plat.upper()}: one make_step on the full image, seed-0 jitter shift, '
@@ -220,6 +314,10 @@ def table(caffe, results):
     else:
         lines.append('- No Caffe reference in this run (`make reference` builds it), so no ratios or step parity.')
     return '\n'.join(lines)
+
+
+def builds(seconds):
+    return ', '.join(f'{what} {s:.2f} s' for what, s in seconds.items())
 
 
 def machine():
@@ -246,14 +344,21 @@ def write_results(text, caffe, load):
 
 
 def key_values(caffe, results):
-    cpu = results['cpu']
-    pairs = {'classicdream_cpu_s': cpu['steady'], 'classicdream_cpu_cold_s': cpu['cold'],
-             'classicdream_cpu_warm_s': cpu['warm']}
+    pairs = {}
+    for plat, r in results.items():
+        pairs.update({f'classicdream_{plat}_s': r['steady'], f'classicdream_{plat}_cold_s': r['cold'],
+                      f'classicdream_{plat}_warm_s': r['warm'], f'classicdream_{plat}_newsize_s': r['newsize'],
+                      f'classicdream_{plat}_second_end_s': r['second_end'],
+                      f'classicdream_{plat}_warm_over_steady_s': r['warm'] - r['steady'],
+                      f'classicdream_{plat}_newsize_over_steady_s': r['newsize'] - r['steady'],
+                      f'device_work_{plat}_s': r['device_work'],
+                      f'host_overhead_{plat}_s': r['steady_wall'] - r['device_work'],
+                      **{f'{what}_{plat}_cold_s': v for what, v in r['cold_builds'].items()}})
     if caffe:
+        cpu = results['cpu']
         pairs = {'caffe_cpu_s': caffe['seconds'], **pairs, 'speedup_vs_caffe_cpu': caffe['seconds'] / cpu['steady'],
+                 'cold_speedup_vs_caffe_cpu': caffe['seconds'] / cpu['cold'],
                  'step_psnr_db': psnr(cpu['step'], caffe['step'])}
-    if 'gpu' in results:
-        pairs['classicdream_gpu_s'] = results['gpu']['steady']
     return '\n'.join(f'{k}={v:.3f}' for k, v in pairs.items())
 
 

@@ -38,10 +38,10 @@ BUCKET_STEPS = 16
 MIN_STEP = 8
 
 
-def bucket(size):
+def bucket(size, steps=BUCKET_STEPS):
     """The padded extent that `size` pixels share a program with: the next multiple of a step that grows
     with the size (8 px up to 255, 16 up to 511, 32 up to 1023, ...), so the waste stays a few percent."""
-    step = max(MIN_STEP, (1 << (int(size).bit_length() - 1)) // BUCKET_STEPS)
+    step = max(MIN_STEP, (1 << (int(size).bit_length() - 1)) // steps)
     return -(-int(size) // step) * step
 
 
