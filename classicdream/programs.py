@@ -84,12 +84,10 @@ def _environment():
             f'{device.device_kind} x{jax.device_count()} {sorted(xla_options().items())} {source.hexdigest()}')
 
 
-def _describe(tree):
-    """A stable text of a pytree's structure and leaf types: function reprs lose their addresses."""
+def _signature(tree):
+    """What an executable is compiled for: a pytree's structure and its leaves' shapes and dtypes."""
     leaves, treedef = jax.tree_util.tree_flatten(tree)
-    avals = [(tuple(np.shape(x)), str(getattr(x, 'dtype', type(x).__name__)), bool(getattr(x, 'weak_type', False)))
-             for x in leaves]
-    return re.sub(r' at 0x[0-9a-f]+', '', str(treedef)) + repr(avals)
+    return treedef, tuple((np.shape(x), getattr(x, 'dtype', type(x)), getattr(x, 'weak_type', False)) for x in leaves)
 
 
 @functools.lru_cache(maxsize=256)
@@ -124,7 +122,7 @@ class Program:
         """A future of the compiled program for these argument shapes and static values."""
         statics = tuple(sorted(statics.items()))
         functions = _functions(args)        # by identity: a redefined objective is another program
-        key = (_static_digest(f'{self.__module__}.{self.__qualname__}', statics), _describe(args), functions)
+        key = (_static_digest(f'{self.__module__}.{self.__qualname__}', statics), _signature(args), functions)
         with self._lock:
             future = self._futures.get(key)
             if future is None:
@@ -148,7 +146,9 @@ class Program:
         names = [f'{getattr(f, "__module__", None)}.{getattr(f, "__qualname__", None)}' for f in code]
         if folder is None or not all(name.startswith(__package__ + '.') for name in names):
             return None, None
-        text = repr((key[:2], names, _environment()))
+        treedef, avals = key[1]
+        structure = re.sub(r' at 0x[0-9a-f]+', '', str(treedef))     # function reprs without their addresses
+        text = repr((key[0], structure, avals, names, _environment()))
         return folder / f'{hashlib.sha256(text.encode()).hexdigest()}.xla', text
 
 
