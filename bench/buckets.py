@@ -29,13 +29,14 @@ def photo_sizes(n=300, seed=0):
 
 
 def cost(sizes, steps):
+    """(programs, waste): octaves are padded to the octaves of the image's bucket, as deepdream does."""
     bucket = (lambda s: s) if steps == 0 else lambda s: programs.bucket(s, steps)
     programs_needed, true, padded = set(), 0, 0
-    for size in sizes:
-        for h, w in octave_sizes(size, 4, 1.4):
-            programs_needed.add((bucket(h), bucket(w)))
-            true += h * w
-            padded += bucket(h) * bucket(w)
+    for h, w in sizes:
+        for size, shape in zip(octave_sizes((h, w), 4, 1.4), octave_sizes((bucket(h), bucket(w)), 4, 1.4)):
+            programs_needed.add(shape)
+            true += size[0] * size[1]
+            padded += shape[0] * shape[1]
     return len(programs_needed), padded / true - 1
 
 

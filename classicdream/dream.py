@@ -156,6 +156,13 @@ def octave_sizes(shape, octave_n, octave_scale):
     return sizes
 
 
+def octave_buckets(shape, octave_n, octave_scale):
+    """The padded shape of each octave: the octaves of the image's bucket (programs.bucket), which hold
+    the octaves of every image in that bucket, since an octave's size never falls as the image grows.
+    So images of one bucket share all their programs, and the sky's octaves waste nothing."""
+    return octave_sizes((bucket(shape[0]), bucket(shape[1])), octave_n, octave_scale)
+
+
 def check_octaves(net, shape, octave_n, octave_scale, end):
     """Refuse an octave stack whose smallest octave is below what layer `end` accepts, saying what fits."""
     mh, mw = net.min_size(end)
@@ -192,7 +199,8 @@ def deepdream(net, base_img, iter_n=10, octave_n=4, octave_scale=1.4, end=DEFAUL
     sizes = octave_sizes(np.shape(base_img), octave_n, octave_scale)
     tiled = [bool(tile) and (h > tile or w > tile) for h, w in sizes]
     padded = bucketable(net.nodes, tensor)
-    shapes = [(bucket(h), bucket(w)) if padded and not t else (h, w) for (h, w), t in zip(sizes, tiled)]
+    buckets = octave_buckets(np.shape(base_img), octave_n, octave_scale) if padded else sizes
+    shapes = [size if t else b for size, b, t in zip(sizes, buckets, tiled)]
     extents = [np.int32(size) for size in sizes]
     steps = dict(nodes=net.nodes, end=tensor, clip=clip)
     ask_ahead(net, shapes, extents, tiled, padded, iter_n, objective, steps)

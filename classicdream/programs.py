@@ -3,8 +3,9 @@
 A dream runs a handful of XLA programs (one per octave size, and small ones for the zooms). Building
 one means tracing the net in Python, lowering it and compiling it: seconds each on a CPU. This module
 makes that happen as rarely as possible:
-- *buckets*: the dream pads each octave up to a bucket size (`bucket`), so nearby image sizes run the
-  same programs (graph.evaluate masks the padding, so the true pixels see exactly what they would alone);
+- *buckets*: the dream pads each octave up to the octave of the image's bucket (`bucket`), so nearby
+  image sizes run the same programs (graph.evaluate masks the padding, so the true pixels see exactly
+  what they would alone);
 - *executables on disk*: a compiled program is serialised under a key of everything that determines it
   (program, static arguments, argument shapes, backend, jax version, model and source digests), so a
   new process loads it without tracing or lowering; a stale or damaged file is ignored and rebuilt;
@@ -32,8 +33,9 @@ from .files import atomic_write
 # Other backends ignore xla_cpu_* options; a jaxlib that no longer has the option gets XLA's defaults.
 XLA_OPTIONS = {'xla_cpu_use_fusion_emitters': False}
 
-# Sizes are padded up to a multiple of 1/BUCKET_STEPS of their power of two, at least MIN_STEP pixels:
-# at most 1/16 (6%) more pixels per axis, and about 1.9% on the sky's four octaves (bench/RESULTS.md).
+# An image's size is padded up to a multiple of 1/BUCKET_STEPS of its power of two, at least MIN_STEP
+# pixels: at most 1/16 more per axis, 5% more pixels on average over photo sizes and none for the sky;
+# coarser steps compile fewer programs and waste more (bench/buckets.py weighs them).
 BUCKET_STEPS = 16
 MIN_STEP = 8
 

@@ -72,10 +72,14 @@ def test_layers_past_the_convolutions_run_at_the_exact_size(net):
 
 
 def test_nearby_sizes_share_the_skys_buckets():
-    """The README's promise: a 1020x572 photo runs the programs compiled for the 1024x575 sky."""
-    sky = [(bucket(h), bucket(w)) for h, w in dream.octave_sizes((575, 1024), 4, 1.4)]
-    other = [(bucket(h), bucket(w)) for h, w in dream.octave_sizes((572, 1020), 4, 1.4)]
-    assert sky == other == [(576, 1024), (416, 736), (304, 544), (216, 384)]
+    """The README's promise: a 1020x572 photo runs the programs compiled for the 1024x575 sky, whose
+    own octaves fill them: every image of a bucket fits the bucket's octaves."""
+    sky = dream.octave_buckets((575, 1024), 4, 1.4)
+    assert dream.octave_buckets((572, 1020), 4, 1.4) == sky == [(576, 1024), (411, 731), (294, 522), (210, 373)]
+    for h in range(545, 577):
+        for w in (993, 1000, 1024):
+            assert dream.octave_buckets((h, w), 4, 1.4) == sky
+            assert all(s <= b for size, b in zip(dream.octave_sizes((h, w), 4, 1.4), sky) for s, b in zip(size, b))
 
 
 def test_buckets_waste_at_most_a_sixteenth_per_axis():
