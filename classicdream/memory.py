@@ -1,11 +1,11 @@
 """How much memory a dream needs, known before it is spent, and the largest tile that makes it fit.
 
 A dream's peak is the process itself (Python, JAX, XLA, the net's parameters), a compiled program
-per octave size, the gradient's buffers for the largest piece of image the net sees at once (every
+per octave size or tile size, the gradient's buffers for the largest piece of image the net sees at once (every
 activation of the forward pass to `end` is kept for the backward pass), the octaves' images, and,
 where an octave is tiled, a few full-size copies that the tiled step makes:
 
-    peak = base + per_octave x (octave_n - 1) + activations x (activation bytes of the largest piece)
+    peak = base + per_program x (compiled sizes - 1) + activations x (activation bytes of the largest piece)
            + (bytes of all octaves' images) + tiled_copies x (bytes of the largest tiled octave)
 
 The activation bytes come from the net's own shapes (jax.eval_shape); the coefficients are fitted to
@@ -30,16 +30,16 @@ from .graph import evaluate, needed_nodes
 @dataclass(frozen=True)
 class Model:
     base: float            # bytes
-    per_octave: float      # bytes
+    per_program: float     # bytes per compiled step (one per octave size or tile size)
     activations: float     # per byte of activations of the largest piece
     tiled_copies: float    # per byte of the largest tiled octave's image
 
 
-# Fitted to the maximum resident set size (/usr/bin/time -v) of 14 dreams on the CPU (README, "Memory").
-CPU = Model(base=415e6, per_octave=60e6, activations=1.8, tiled_copies=6.2)
+# Fitted to the maximum resident set size (/usr/bin/time -v) of 17 dreams on the CPU (README, "Memory").
+CPU = Model(base=415e6, per_program=60e6, activations=1.8, tiled_copies=6.2)
 # On a GPU the device holds the activations and the current octave; what it already holds (the
 # parameters) is left out of the budget instead. Not yet measured on a GPU: the CPU's coefficient.
-GPU = Model(base=0.0, per_octave=0.0, activations=1.8, tiled_copies=0.0)
+GPU = Model(base=0.0, per_program=0.0, activations=1.8, tiled_copies=0.0)
 
 IMAGE = 3 * 4          # bytes per pixel of a float32 RGB image
 _PER_PIXEL = {}
@@ -65,24 +65,31 @@ def activation_bytes(net, end, height, width):
     return _PER_PIXEL[key] * height * width
 
 
-def pieces(shape, octave_n, octave_scale, tile=None):
-    """(height, width) of the largest piece the net sees at each octave: the octave, or its largest tile."""
-    sizes = octave_sizes(shape, octave_n, octave_scale)
-    if not tile:
-        return sizes
-    return [(h, w) if h <= tile and w <= tile else
-            (max(s.stop - s.start for s in tile_slices(h, tile)), max(s.stop - s.start for s in tile_slices(w, tile)))
-            for h, w in sizes]
+def compiled_shapes(shape, octave_n, octave_scale, tile=None):
+    """The input sizes the net's step is compiled for: each untiled octave, and each tile size of the
+    tiled ones (tile_slices cuts an axis into pieces of at most two sizes)."""
+    sizes = set()
+    for h, w in octave_sizes(shape, octave_n, octave_scale):
+        if tile and (h > tile or w > tile):
+            sizes |= {(a, b) for a in _piece_sizes(h, tile) for b in _piece_sizes(w, tile)}
+        else:
+            sizes.add((h, w))
+    return sizes
+
+
+def _piece_sizes(length, tile):
+    return {piece.stop - piece.start for piece in tile_slices(length, tile)}
 
 
 def estimate(net, shape, octave_n, octave_scale, end, tile=None, model=None):
     """Predicted peak bytes of a dream of an image of `shape` (H, W, ...), on this backend by default."""
     model = model or backend_model()
-    sizes = octave_sizes(shape, octave_n, octave_scale)
-    largest = max(activation_bytes(net, end, h, w) for h, w in pieces(shape, octave_n, octave_scale, tile))
-    tiled = [h * w for h, w in sizes if tile and (h > tile or w > tile)]
-    return (model.base + model.per_octave * (octave_n - 1) + model.activations * largest
-            + IMAGE * sum(h * w for h, w in sizes) + model.tiled_copies * IMAGE * max(tiled, default=0))
+    octaves = octave_sizes(shape, octave_n, octave_scale)
+    compiled = compiled_shapes(shape, octave_n, octave_scale, tile)
+    tiled = [h * w for h, w in octaves if tile and (h > tile or w > tile)]
+    return (model.base + model.per_program * (len(compiled) - 1)
+            + model.activations * max(activation_bytes(net, end, h, w) for h, w in compiled)
+            + IMAGE * sum(h * w for h, w in octaves) + model.tiled_copies * IMAGE * max(tiled, default=0))
 
 
 def largest_tile(net, shape, octave_n, octave_scale, end, budget, model=None):
