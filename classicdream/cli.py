@@ -481,7 +481,8 @@ The default output is dreams/<image>_<layer>_s<seed>.jpg (never the input); the 
 recipe (parameters, seed, model sha256, version) as a JPEG comment or PNG text chunk.
   --channel=42       amplify one channel of --end (or several: --channel=42,43), not the whole layer
   --noise=WxH        start from seeded noise (mid-grey 100 + uniform [0,1)) instead of an image
-  --tile=512         compute octaves larger than 512x512 in tiles, to bound memory on big images
+  --tile=512         compute octaves larger than 512x512 in tiles, to bound memory on big images;
+                     without it a dream too big for memory is tiled automatically, --tile=0 never tiles
   IMG a folder:      dream every image in it into --outdir (default dreams/<folder>/); images
                      already done with the same recipe are skipped, failures reported per file''')
 Commands.guide.__doc__ = _dream_options('''Dream on IMG guided by GUIDE (the notebook's objective_guide).
