@@ -16,7 +16,7 @@ available RAM (within the cgroup's limit) on a CPU, free device memory on a GPU,
 import math
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from functools import partial
 from pathlib import Path
 
@@ -24,7 +24,8 @@ import jax
 import jax.numpy as jnp
 
 from .dream import octave_sizes, tile_slices
-from .graph import evaluate, needed_nodes
+from .graph import bucketable, evaluate, needed_nodes
+from .programs import bucket
 
 
 @dataclass(frozen=True)
@@ -35,11 +36,11 @@ class Model:
     tiled_copies: float    # per byte of the largest tiled octave's image
 
 
-# Fitted to the maximum resident set size (/usr/bin/time -v) of 17 dreams on the CPU (README, "Memory").
-CPU = Model(base=415e6, per_program=60e6, activations=1.8, tiled_copies=6.2)
+# Fitted by bench/memory.py to the maximum resident set size of 14 dreams on the CPU (README, "Memory").
+CPU = Model(base=435e6, per_program=65e6, activations=1.93, tiled_copies=6.0)
 # On a GPU the device holds the activations and the current octave; what it already holds (the
 # parameters) is left out of the budget instead. Not yet measured on a GPU: the CPU's coefficient.
-GPU = Model(base=0.0, per_program=0.0, activations=1.8, tiled_copies=0.0)
+GPU = Model(base=0.0, per_program=0.0, activations=1.93, tiled_copies=0.0)
 
 IMAGE = 3 * 4          # bytes per pixel of a float32 RGB image
 _PER_PIXEL = {}
@@ -65,15 +66,17 @@ def activation_bytes(net, end, height, width):
     return _PER_PIXEL[key] * height * width
 
 
-def compiled_shapes(shape, octave_n, octave_scale, tile=None):
-    """The input sizes the net's step is compiled for: each untiled octave, and each tile size of the
-    tiled ones (tile_slices cuts an axis into pieces of at most two sizes)."""
+def compiled_shapes(net, end, shape, octave_n, octave_scale, tile=None):
+    """The input sizes the net's step is compiled for: each untiled octave (padded to its bucket where
+    `end` allows it, as deepdream does), and each tile size of the tiled ones (tile_slices cuts an axis
+    into pieces of at most two sizes)."""
+    padded = bucketable(net.nodes, net.tensor(end))
     sizes = set()
     for h, w in octave_sizes(shape, octave_n, octave_scale):
         if tile and (h > tile or w > tile):
             sizes |= {(a, b) for a in _piece_sizes(h, tile) for b in _piece_sizes(w, tile)}
         else:
-            sizes.add((h, w))
+            sizes.add((bucket(h), bucket(w)) if padded else (h, w))
     return sizes
 
 
@@ -81,15 +84,20 @@ def _piece_sizes(length, tile):
     return {piece.stop - piece.start for piece in tile_slices(length, tile)}
 
 
+def terms(net, shape, octave_n, octave_scale, end, tile=None):
+    """What the estimate weighs, in Model's order: (1, compiled sizes - 1, activation bytes of the largest
+    compiled size, bytes of the largest tiled octave); and the bytes of all octaves' images, counted once."""
+    octaves = octave_sizes(shape, octave_n, octave_scale)
+    compiled = compiled_shapes(net, end, shape, octave_n, octave_scale, tile)
+    tiled = [h * w for h, w in octaves if tile and (h > tile or w > tile)]
+    return ((1.0, len(compiled) - 1, max(activation_bytes(net, end, h, w) for h, w in compiled),
+             IMAGE * max(tiled, default=0)), IMAGE * sum(h * w for h, w in octaves))
+
+
 def estimate(net, shape, octave_n, octave_scale, end, tile=None, model=None):
     """Predicted peak bytes of a dream of an image of `shape` (H, W, ...), on this backend by default."""
-    model = model or backend_model()
-    octaves = octave_sizes(shape, octave_n, octave_scale)
-    compiled = compiled_shapes(shape, octave_n, octave_scale, tile)
-    tiled = [h * w for h, w in octaves if tile and (h > tile or w > tile)]
-    return (model.base + model.per_program * (len(compiled) - 1)
-            + model.activations * max(activation_bytes(net, end, h, w) for h, w in compiled)
-            + IMAGE * sum(h * w for h, w in octaves) + model.tiled_copies * IMAGE * max(tiled, default=0))
+    weighed, images = terms(net, shape, octave_n, octave_scale, end, tile)
+    return images + sum(c * t for c, t in zip(astuple(model or backend_model()), weighed))
 
 
 def largest_tile(net, shape, octave_n, octave_scale, end, budget, model=None):

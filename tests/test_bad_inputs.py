@@ -140,18 +140,19 @@ def test_damaged_model_is_rebuilt_and_the_user_told(tmp_path, photo, shared):
 
 
 def test_damaged_compile_cache_entries_are_ignored_and_rebuilt(tmp_path, photo):
+    """Both caches under $CLASSICDREAM_JAX_CACHE: JAX's compiled entries and classicdream's executables."""
     cache = tmp_path / 'jax'
     env = {'CLASSICDREAM_JAX_CACHE': str(cache)}
     first = _dream('dream', photo, f'--out={tmp_path / "1.jpg"}', *FAST, env=env)
-    entries = sorted(cache.glob('*-cache'))
+    entries = sorted(p for p in cache.rglob('*') if p.is_file() and p.name.endswith(('-cache', '.xla')))
     assert first.returncode == 0 and entries
-    good = entries[0].read_bytes()
-    for damage in (b'', good[:len(good) // 2], os.urandom(len(good))):     # a kill, a full disk, garbage
-        entries[0].write_bytes(damage)
+    for damage in (b'', os.urandom(5000)):                      # a write killed at once, garbage
+        for entry in entries:
+            entry.write_bytes(damage)
         again = _dream('dream', photo, f'--out={tmp_path / "2.jpg"}', *FAST, env=env)
         assert again.returncode == 0 and again.stderr == '', again.stderr
         assert (tmp_path / '2.jpg').read_bytes() == (tmp_path / '1.jpg').read_bytes()
-        assert len(entries[0].read_bytes()) > len(good) // 2                  # written anew
+        assert all(entry.exists() and entry.read_bytes() != damage for entry in entries)    # written anew
 
 
 NAMES = ['Bob\'s "photo" $HOME $(touch pwned) ünï.jpg', '`touch pwned` 日本語 写真.jpg']
