@@ -1,11 +1,11 @@
 """How much memory a dream needs, known before it is spent, and the largest tile that makes it fit.
 
 A dream's peak is the process itself (Python, JAX, XLA, the net's parameters), a compiled program
-per octave size or tile size, the gradient's buffers for the largest piece of image the net sees at once (every
-activation of the forward pass to `end` is kept for the backward pass), the octaves' images, and,
-where an octave is tiled, a few full-size copies that the tiled step makes:
+per octave size or tile size, the gradient's buffers for the largest piece of image the net sees at
+once (every activation of the forward pass to `end` is kept for the backward pass), the octaves'
+images, and, where an octave is tiled, a few full-size copies that the tiled step makes:
 
-    peak = base + per_program x (compiled sizes - 1) + activations x (activation bytes of the largest piece)
+    peak = base + per_program x (compiled sizes - 1) + activations x (activations of the largest piece)
            + (bytes of all octaves' images) + tiled_copies x (bytes of the largest tiled octave)
 
 The activation bytes come from the net's own shapes (jax.eval_shape); the coefficients are fitted to
