@@ -5,10 +5,15 @@ PY     := $(VENV)/bin/python
 MODEL  := models/bvlc_googlenet.onnx
 
 # Options passed through to `classicdream dream` when set: make dream IMG=sky.jpg END=inception_3b/output SEED=1
-DREAM_OPTS = $(if $(OUT),--out='$(OUT)') $(if $(END),--end='$(END)') $(if $(SEED),--seed='$(SEED)') \
-	$(if $(ITER_N),--iter_n='$(ITER_N)') $(if $(OCTAVE_N),--octave_n='$(OCTAVE_N)') \
-	$(if $(OCTAVE_SCALE),--octave_scale='$(OCTAVE_SCALE)') $(if $(STEP_SIZE),--step_size='$(STEP_SIZE)') \
-	$(if $(JITTER),--jitter='$(JITTER)')
+# Their values reach the command through the environment, verbatim: make expands none of them ($(value)),
+# and the shell only substitutes "$$VAR", so quotes, $, backticks and spaces in a file name stay text.
+DREAM_VARS := IMG OUT END SEED ITER_N OCTAVE_N OCTAVE_SCALE STEP_SIZE JITTER TILE
+$(foreach v,$(DREAM_VARS),$(eval override $v := $$(value $v)))
+export $(DREAM_VARS)
+DREAM_OPTS = $(if $(IMG),--img="$$IMG") $(if $(OUT),--out="$$OUT") $(if $(END),--end="$$END") \
+	$(if $(SEED),--seed="$$SEED") $(if $(ITER_N),--iter_n="$$ITER_N") $(if $(OCTAVE_N),--octave_n="$$OCTAVE_N") \
+	$(if $(OCTAVE_SCALE),--octave_scale="$$OCTAVE_SCALE") $(if $(STEP_SIZE),--step_size="$$STEP_SIZE") \
+	$(if $(JITTER),--jitter="$$JITTER") $(if $(TILE),--tile="$$TILE")
 
 .PHONY: setup models test dream clean reference bench
 
@@ -29,8 +34,8 @@ test: models
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 dream: models
-	@test -n '$(IMG)' || { echo 'usage: make dream IMG=path/to/image.jpg [OUT=... END=... SEED=...]' >&2; exit 2; }
-	$(PY) -m classicdream dream '$(IMG)' $(DREAM_OPTS)
+	@test -n "$$IMG" || { echo 'usage: make dream IMG=path/to/image.jpg [OUT=... END=... SEED=...]' >&2; exit 2; }
+	$(PY) -m classicdream dream $(DREAM_OPTS)
 
 # Real Caffe (CPU) and a bvlc_googlenet.caffemodel, built once into $CLASSICDREAM_CACHE/caffe (~/.cache/classicdream).
 reference:

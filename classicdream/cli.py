@@ -15,7 +15,7 @@ from pathlib import Path
 import fire
 import numpy as np
 
-from . import __version__
+from . import __version__, memory
 from .dream import DEFAULT_END, check_octaves, check_tile, deepdream, for_display, objective_guide, random_state, \
     skip_dreams, zoom_frame
 from .files import atomic_write
@@ -66,8 +66,18 @@ def _flag(name, value):
     raise UserError(f'--{name} must be True or False, got {value!r}')
 
 
-def _slug(text):
-    return re.sub(r'[^A-Za-z0-9_.-]+', '-', str(text)).strip('-')
+# What no file name may hold: path separators, control characters, what Windows refuses, and the lone
+# surrogates that stand for undecodable bytes in a POSIX file name.
+REFUSED = re.compile(r'[/\\\x00-\x1f\x7f-\x9f<>:"|?*\ud800-\udfff]+')
+
+
+def _slug(text, limit=120):
+    """`text` as part of a file name: letters and digits of every script kept, each run of refused
+    characters one '-', and at most `limit` bytes, so a long input name still makes a valid output name."""
+    text = REFUSED.sub('-', str(text)).strip('-. ')
+    while len(text.encode()) > limit:
+        text = text[:-1]
+    return text.rstrip('-. ')
 
 
 def _parse_end(spec):
@@ -148,6 +158,11 @@ def _check_output(out, inputs):
         raise UserError(f'{out}: exists and is not a classicdream result; not overwriting it')
 
 
+def _paths(*names):
+    """Fire reads arguments as Python literals (1e3 becomes 1000.0, None None); file names stay as typed."""
+    return fire.decorators.SetParseFns(**dict.fromkeys(names, str))
+
+
 class Dreamer:
     """Shared option handling for the commands that dream; holds the net once it is loaded."""
 
@@ -166,7 +181,7 @@ class Dreamer:
         self.jitter = _number('jitter', jitter, int, 0, allow_equal=True)
         self.clip = _flag('clip', clip)
         self.seed = _seed(seed)
-        self.tile = None if tile is None else _number('tile', tile, int, 1, allow_equal=True)
+        self.tile = None if tile is None else _number('tile', tile, int, 0, allow_equal=True)   # 0: never
         self.quiet = bool(quiet)
         self._net = None
 
@@ -183,13 +198,36 @@ class Dreamer:
         self.net.tensor(self.end)
         if self.channels:
             check_channels(self.net, self.end, self.channels)
-        check_tile(self.net, self.tile, self.end)
+        check_tile(self.net, self.tile or None, self.end)
 
     def at(self, end):
         """The same options, dreaming at another layer."""
         other = copy.copy(self)
         other.end = other.end_spec = end
         other.check()
+        return other
+
+    def fitted(self, shape):
+        """These options, with a tile where an image of `shape` would not fit in memory untiled.
+
+        Without --tile the largest tile that fits is chosen and said on stderr (the recipe records it);
+        a --tile the user gave (--tile=0: never tile) that would not fit is refused, naming one that does.
+        """
+        budget = memory.budget()
+        need = memory.estimate(self.net, shape, self.octave_n, self.octave_scale, self.end, self.tile or None)
+        if budget is None or need <= budget:
+            return self
+        tile = memory.largest_tile(self.net, shape, self.octave_n, self.octave_scale, self.end, budget)
+        what = (f'{shape[1]}x{shape[0]} at {self.end_spec} needs about {memory.gigabytes(need)} '
+                f'{"with --tile=" + str(self.tile) if self.tile else "untiled"}, and '
+                f'{memory.gigabytes(budget)} is available')
+        if tile is None:
+            raise UserError(f'{what}; even the smallest tile would not fit: use a smaller image')
+        if self.tile is not None:
+            raise UserError(f'{what}: use --tile={tile} (the largest that fits) or a smaller image')
+        print(f'classicdream: {what}: dreaming in tiles of {tile}x{tile} (--tile={tile})', file=sys.stderr)
+        other = copy.copy(self)
+        other.tile = tile
         return other
 
     def objective(self):
@@ -228,8 +266,14 @@ class Dreamer:
         try:
             return deepdream(self.net, img, iter_n=self.iter_n, octave_n=self.octave_n,
                              octave_scale=self.octave_scale, end=self.end, clip=self.clip, seed=rng,
-                             step_size=self.step_size, jitter=self.jitter, tile=self.tile,
+                             step_size=self.step_size, jitter=self.jitter, tile=self.tile or None,
                              progress=progress if bar else None, **extra)
+        except Exception as e:          # noqa: BLE001 -- XLA's error class has moved between jax versions
+            if not memory.is_exhaustion(e):
+                raise
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UserError(f'out of memory dreaming {img.shape[1]}x{img.shape[0]} at {self.end_spec} ({reason}): '
+                            f'try a smaller --tile or a smaller image') from None
         finally:
             if bar:
                 bar.close()
@@ -261,6 +305,7 @@ class Commands:
     classicdream convert DEPLOY WEIGHTS OUT            convert any Caffe net to ONNX
     """
 
+    @_paths('img', 'out', 'outdir')
     def dream(self, img=None, out=None, outdir=None, end=DEFAULT_END, channel=None, noise=None, tile=None,
               iter_n=10, octave_n=4, octave_scale=1.4, step_size=1.5, jitter=32, clip=True, seed=0, quiet=False):
         d = Dreamer(end, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, quiet, channel, tile)
@@ -281,10 +326,12 @@ class Commands:
         else:
             name, inputs, base = Path(str(img)).name, [img], load_image(img)
         out = _output(out, f'{_slug(Path(name).stem)}_{d.name()}_s{d.seed}.jpg', inputs)
+        d = d.fitted(base.shape)
         result = d.dream(base, rng, label=name)
         save_image(out, for_display(result, d.clip), d.recipe(command='dream', input=name))
         print(out)
 
+    @_paths('img', 'guide', 'out')
     def guide(self, img, guide, out=None, end='inception_3b/output', tile=None, iter_n=10, octave_n=4,
               octave_scale=1.4, step_size=1.5, jitter=32, clip=True, seed=0, quiet=False):
         d = Dreamer(end, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, quiet, tile=tile)
@@ -295,11 +342,13 @@ class Commands:
                            f'{d.name()}_s{d.seed}.jpg', [img, guide])
         check_octaves(d.net, guide_img.shape, 1, 1.0, d.end)
         objective = objective_guide(d.net, guide_img, d.end)
+        d = d.fitted(base.shape)
         result = d.dream(base, random_state(d.seed), objective, label=Path(str(img)).name)
         save_image(out, for_display(result, d.clip),
                    d.recipe(command='guide', input=Path(str(img)).name, guide=Path(str(guide)).name))
         print(out)
 
+    @_paths('out', 'img')
     def visualize(self, out=None, img=None, size=224, iter_n=20, octave_n=4, octave_scale=1.4, step_size=1.5,
                   jitter=32, clip=True, seed=0, quiet=False, **options):
         if options.pop('help', False):          # fire hands --help to a command that takes **options
@@ -322,11 +371,13 @@ class Commands:
             h, w = _size('size', size)
             name, inputs, base = f'noise{w}x{h}', [], noise_image(h, w, rng)
         out = _output(out, f'class{index}_{_slug(label)}_s{d.seed}.jpg', inputs)
+        d = d.fitted(base.shape)
         result = d.dream(base, rng, objective_class(d.net, index), label=label)
         save_image(out, for_display(result, d.clip),
                    d.recipe(command='visualize', input=name, class_index=index, class_name=label))
         print(out)
 
+    @_paths('img', 'outdir', 'mp4')
     def zoom(self, img, frames, scale=0.05, outdir=None, mp4=None, fps=25, end=DEFAULT_END, iter_n=10,
              octave_n=4, octave_scale=1.4, step_size=1.5, jitter=32, clip=True, seed=0, quiet=False):
         d = Dreamer(end, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, quiet)
@@ -339,6 +390,7 @@ class Commands:
             _check_video_output(str(mp4))
         outdir = Path(outdir or f'frames/{_slug(Path(str(img)).stem)}')
         frame = load_image(img)
+        d = d.fitted(frame.shape)
         _output_folder(outdir)
         done = sorted(int(p.stem) for p in outdir.glob('[0-9][0-9][0-9][0-9].jpg'))
         start = done[-1] + 1 if done else 0
@@ -369,13 +421,14 @@ class Commands:
             print(write_mp4(paths, mp4, fps, d.recipe(command='zoom', input=Path(str(img)).name, frames=frames,
                                                       scale=scale, fps=fps)))
 
+    @_paths('img', 'outdir')
     def atlas(self, img, layers=None, outdir=None, thumb=256, iter_n=10, octave_n=4, octave_scale=1.4,
               step_size=1.5, jitter=32, clip=True, seed=0, quiet=False):
         d = Dreamer(DEFAULT_END, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, quiet)
         thumb = _number('thumb', thumb, int, 16, allow_equal=True)
         base, name = load_image(img), Path(str(img)).name
         layers = _layer_list(layers) if layers is not None else atlas_layers(d.net)
-        dreamers = [d.at(layer) for layer in layers]
+        dreamers = [d.at(layer).fitted(base.shape) for layer in layers]
         for each in dreamers:
             check_octaves(d.net, base.shape, each.octave_n, each.octave_scale, each.end)
         outdir = Path(outdir or f'atlas/{_slug(Path(name).stem)}')
@@ -428,7 +481,8 @@ The default output is dreams/<image>_<layer>_s<seed>.jpg (never the input); the 
 recipe (parameters, seed, model sha256, version) as a JPEG comment or PNG text chunk.
   --channel=42       amplify one channel of --end (or several: --channel=42,43), not the whole layer
   --noise=WxH        start from seeded noise (mid-grey 100 + uniform [0,1)) instead of an image
-  --tile=512         compute octaves larger than 512x512 in tiles, to bound memory on big images
+  --tile=512         compute octaves larger than 512x512 in tiles, to bound memory on big images;
+                     without it a dream too big for memory is tiled automatically, --tile=0 never tiles
   IMG a folder:      dream every image in it into --outdir (default dreams/<folder>/); images
                      already done with the same recipe are skipped, failures reported per file''')
 Commands.guide.__doc__ = _dream_options('''Dream on IMG guided by GUIDE (the notebook's objective_guide).
@@ -488,8 +542,10 @@ def _dream_folder(d, folder, outdir):
             continue
         try:
             _check_output(str(out), [str(path)])
-            result = d.dream(load_image(path), random_state(d.seed), label=path.name)
-            save_image(out, for_display(result, d.clip), recipe)
+            img = load_image(path)
+            each = d.fitted(img.shape)
+            result = each.dream(img, random_state(d.seed), label=path.name)
+            save_image(out, for_display(result, d.clip), each.recipe(command='dream', input=path.name))
         except Exception as e:                      # noqa: BLE001 -- one bad file must not stop the others
             failed.append(path.name)
             print(f'classicdream: {path}: {e}', file=sys.stderr)

@@ -18,7 +18,8 @@ import scipy.ndimage as nd
 from jax.tree_util import Partial
 
 from . import resample
-from .graph import HIGHEST, as_objective, backward, bucketable, gradient_fn, objective_L2
+from .graph import as_objective, backward, bucketable, gradient_fn, objective_L2
+from .ops import HIGHEST
 from .programs import abstract, bucket, program
 
 MEAN = np.float32([104.0, 116.0, 122.0])[:, None, None]      # bvlc_googlenet's BGR mean, Caffe's transformer
@@ -163,6 +164,18 @@ def octave_buckets(shape, octave_n, octave_scale):
     return octave_sizes((bucket(shape[0]), bucket(shape[1])), octave_n, octave_scale)
 
 
+def octave_shapes(net, shape, octave_n, octave_scale, end, tile=None):
+    """Each octave's true size and the shape it runs at, largest first; which are tiled; whether padded.
+
+    An untiled octave is padded to its octave_buckets shape where layer `end` allows it
+    (graph.bucketable); a tiled one runs at its own size, tile by tile."""
+    sizes = octave_sizes(shape, octave_n, octave_scale)
+    tiled = [bool(tile) and (h > tile or w > tile) for h, w in sizes]
+    padded = bucketable(net.nodes, net.tensor(end))
+    buckets = octave_buckets(shape, octave_n, octave_scale) if padded else sizes
+    return sizes, [size if t else b for size, b, t in zip(sizes, buckets, tiled)], tiled, padded
+
+
 def check_octaves(net, shape, octave_n, octave_scale, end):
     """Refuse an octave stack whose smallest octave is below what layer `end` accepts, saying what fits."""
     mh, mw = net.min_size(end)
@@ -196,11 +209,7 @@ def deepdream(net, base_img, iter_n=10, octave_n=4, octave_scale=1.4, end=DEFAUL
     check_octaves(net, np.shape(base_img), octave_n, octave_scale, end)
     check_tile(net, tile, end)
     objective = as_objective(objective)
-    sizes = octave_sizes(np.shape(base_img), octave_n, octave_scale)
-    tiled = [bool(tile) and (h > tile or w > tile) for h, w in sizes]
-    padded = bucketable(net.nodes, tensor)
-    buckets = octave_buckets(np.shape(base_img), octave_n, octave_scale) if padded else sizes
-    shapes = [size if t else b for size, b, t in zip(sizes, buckets, tiled)]
+    sizes, shapes, tiled, padded = octave_shapes(net, np.shape(base_img), octave_n, octave_scale, end, tile)
     extents = [np.int32(size) for size in sizes]
     steps = dict(nodes=net.nodes, end=tensor, clip=clip)
     ask_ahead(net, shapes, extents, tiled, padded, iter_n, objective, steps)

@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from .ops import HIGHEST, OPS, Node, border_fill, spatial_out, to_nchw, to_nhwc  # noqa: F401 (HIGHEST, Node: API)
+from .ops import OPS, Node, border_fill, spatial_out, to_nchw, to_nhwc
 from .programs import program
 
 

@@ -114,8 +114,18 @@ def _official(folder, item, urls=None):
     return path
 
 
-def find_sources(folder=None, mirror=None, urls=None, official=OFFICIAL_BY_NAME):
-    """(kind, deploy path, weights path) of the first source present; downloads as the last resort."""
+def pinned_sha256(name=ONNX_NAME):
+    """The sha256 that ``models/SHA256SUMS`` in the checkout pins for `name`, or None (no checkout, not listed)."""
+    try:
+        lines = (REPO / 'models' / 'SHA256SUMS').read_text().splitlines()
+    except OSError:
+        return None
+    return next((line.split()[0] for line in lines if line.split()[1:] == [name]), None)
+
+
+def find_sources(folder=None, mirror=None, urls=None, official=OFFICIAL_BY_NAME, download=True):
+    """(kind, deploy path, weights path) of the first source present; downloads as the last resort, or
+    raises ModelError where `download` is False and no source is on this machine."""
     folder = Path(folder or models_dir())
     mirror = mirror_dir() if mirror is None else mirror
     caffemodel = folder / CAFFEMODEL
@@ -127,18 +137,39 @@ def find_sources(folder=None, mirror=None, urls=None, official=OFFICIAL_BY_NAME)
     if mirror and (Path(mirror) / NPZ).exists():
         verify_mirror(mirror)
         return f'local mirror {mirror}', Path(mirror) / DEPLOY, Path(mirror) / NPZ
+    if not download:
+        raise ModelError('no caffemodel or mirror on this machine to build from')
     deploy = _official(folder, official[DEPLOY], urls)
     return 'download', deploy, _official(folder, official[CAFFEMODEL], urls)
 
 
 def build(folder=None, mirror=None, urls=None, official=OFFICIAL_BY_NAME, force=False, log=print):
-    """Make ``<models>/bvlc_googlenet.onnx`` if it is missing (or `force`); return its path."""
+    """Make ``<models>/bvlc_googlenet.onnx`` if it is missing, damaged or `force`d; return its path.
+
+    Damaged means its sha256 is not the one SHA256SUMS pins, as after a killed copy or a full
+    disk: it is rebuilt from a source on this machine and the user told, or refused in one line saying
+    how to rebuild it; it is not downloaded again unasked.
+    """
     folder = Path(folder or models_dir())
     out = folder / ONNX_NAME
+    pinned = pinned_sha256()
+    damaged = False
     if out.exists() and not force:
-        return out
-    kind, deploy, weights = find_sources(folder, mirror, urls, official)
+        digest = file_digest(out)
+        if pinned is None or digest == pinned:
+            return out
+        damaged = True
+        try:
+            kind, deploy, weights = find_sources(folder, mirror, urls, official, download=False)
+        except ModelError as e:
+            raise ModelError(f'{out} is damaged (sha256 {digest[:12]}..., SHA256SUMS pins {pinned[:12]}...) and '
+                             f'{e}: rebuild it with `classicdream models --force`') from None
+        log(f'{out} is damaged (sha256 {digest[:12]}..., SHA256SUMS pins {pinned[:12]}...): rebuilding it')
+    else:
+        kind, deploy, weights = find_sources(folder, mirror, urls, official)
     folder.mkdir(parents=True, exist_ok=True)
     digest = convert(deploy, weights, out)
     log(f'converted bvlc_googlenet from {kind} ({weights.name}) -> {out} (sha256 {digest})')
+    if damaged and digest != pinned:
+        raise ModelError(f'{out} rebuilt from {kind} has sha256 {digest}, not the {pinned} that SHA256SUMS pins')
     return out
