@@ -19,7 +19,8 @@ from . import __version__, memory
 from .dream import DEFAULT_END, check_octaves, check_tile, deepdream, for_display, objective_guide, random_state, \
     skip_dreams, zoom_frame
 from .files import atomic_write
-from .images import ImageError, check_writable, contact_sheet, load_image, read_recipe, same_file, save_image
+from .images import check_writable, contact_sheet, decode_image, encode_image, holds_recipe, load_image, \
+    recipe_or_none, same_file, save_image, write_encoded
 from .objectives import CLASS_END, check_channels, find_class, noise_image, objective_channel, objective_class, \
     objective_weighted, synset_words
 
@@ -128,24 +129,11 @@ def _image_files(folder):
                   if p.is_file() and not p.name.startswith('.') and p.suffix.lower() in extensions)
 
 
-def _recipe_of(path):
-    """The recipe of an earlier result, or None where there is none (or no readable file)."""
-    try:
-        return read_recipe(path)
-    except ImageError:
-        return None
-
-
 def _output_folder(folder):
     """Create an output folder (and its parents), refusing a path that is a file."""
     if folder.exists() and not folder.is_dir():
         raise UserError(f'{folder}: exists and is not a folder')
     folder.mkdir(parents=True, exist_ok=True)
-
-
-def _already_done(path, recipe):
-    """Whether `path` holds an earlier result of exactly this recipe, so a resumed run can skip it."""
-    return os.path.exists(path) and _recipe_of(path) == recipe
 
 
 def _check_output(out, inputs):
@@ -154,7 +142,7 @@ def _check_output(out, inputs):
     for path in inputs:
         if same_file(out, path):
             raise UserError(f'{out}: the output would overwrite the input {path}; choose another --out')
-    if os.path.exists(out) and _recipe_of(out) is None:
+    if os.path.exists(out) and recipe_or_none(out) is None:
         raise UserError(f'{out}: exists and is not a classicdream result; not overwriting it')
 
 
@@ -184,6 +172,10 @@ class Dreamer:
         self.tile = None if tile is None else _number('tile', tile, int, 0, allow_equal=True)   # 0: never
         self.quiet = bool(quiet)
         self._net = None
+
+    def __getstate__(self):
+        """A copy for a cluster worker, which loads the net itself (once) rather than receive it."""
+        return dict(self.__dict__, _net=None)
 
     @property
     def net(self):
@@ -279,6 +271,42 @@ class Dreamer:
                 bar.close()
 
 
+    def encoded(self, img, recipe, label=''):
+        """The dream of `img` (seed `self.seed`) as JPEG bytes carrying `recipe`: what a worker returns."""
+        return encode_image(for_display(self.dream(img, random_state(self.seed), label=label), self.clip),
+                            'JPEG', recipe)
+
+
+def _dream_file(d, previous, img, recipe, label, tile):
+    """One image of a folder: a task for cluster.runner."""
+    return _tiled(d, tile).encoded(img, recipe, label)
+
+
+def _dream_layer(d, previous, layer, img, recipe, tile):
+    """One layer of an atlas: a task for cluster.runner."""
+    return _tiled(d.at(layer), tile).encoded(img, recipe, layer)
+
+
+def _tiled(d, tile):
+    """`d` with the tile that `fitted` chose where the command runs (workers share their tool: one net)."""
+    if tile == d.tile:
+        return d
+    other = copy.copy(d)
+    other.tile = tile
+    return other
+
+
+def _cluster_options(cluster, workers):
+    """--cluster and --workers, checked; --workers alone makes no sense."""
+    if workers is not None:
+        if cluster is None:
+            raise UserError('--workers goes with --cluster')
+        workers = _number('workers', workers, int, 1, allow_equal=True)
+    if cluster is not None and not (str(cluster) in ('local', 'auto') or str(cluster).startswith('ray://')):
+        raise UserError(f'--cluster must be local, auto or ray://HOST:PORT, got {cluster!r}')
+    return cluster, workers
+
+
 def _dream_options(doc):
     return doc + '''
 
@@ -299,6 +327,7 @@ class Commands:
     classicdream guide IMG GUIDE [--out=PATH]          dream guided by another image's features
     classicdream visualize --class=NAME [--out=PATH]   what the net thinks a class looks like
     classicdream zoom IMG --frames=N [--mp4=PATH]      the notebook's zooming frames, and a video
+    classicdream video SRC [--out=PATH] [--blend=0.5]  dream every frame of a video, keep its sound
     classicdream atlas IMG [--layers=A,B,...]          the same image dreamed at every layer, on one sheet
     classicdream layers                                every layer you can dream on, with its shape
     classicdream models                                build models/bvlc_googlenet.onnx
@@ -307,8 +336,10 @@ class Commands:
 
     @_paths('img', 'out', 'outdir')
     def dream(self, img=None, out=None, outdir=None, end=DEFAULT_END, channel=None, noise=None, tile=None,
-              iter_n=10, octave_n=4, octave_scale=1.4, step_size=1.5, jitter=32, clip=True, seed=0, quiet=False):
+              cluster=None, workers=None, iter_n=10, octave_n=4, octave_scale=1.4, step_size=1.5, jitter=32,
+              clip=True, seed=0, quiet=False):
         d = Dreamer(end, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, quiet, channel, tile)
+        cluster, workers = _cluster_options(cluster, workers)
         if noise is not None and img is not None:
             raise UserError('give an image or --noise=WxH, not both')
         if noise is None and img is None:
@@ -316,7 +347,9 @@ class Commands:
         if img is not None and os.path.isdir(str(img)):
             if out is not None:
                 raise UserError(f'{img} is a folder: give --outdir for its dreams, not --out')
-            return _dream_folder(d, Path(str(img)), Path(str(outdir)) if outdir else None)
+            return _dream_folder(d, Path(str(img)), Path(str(outdir)) if outdir else None, cluster, workers)
+        if cluster is not None:
+            raise UserError('--cluster is for a folder of images (or an atlas, or a video), not one image')
         if outdir is not None:
             raise UserError('--outdir is for a folder of images; give --out for one image')
         rng = random_state(d.seed)
@@ -421,9 +454,60 @@ class Commands:
             print(write_mp4(paths, mp4, fps, d.recipe(command='zoom', input=Path(str(img)).name, frames=frames,
                                                       scale=scale, fps=fps)))
 
-    @_paths('img', 'outdir')
-    def atlas(self, img, layers=None, outdir=None, thumb=256, iter_n=10, octave_n=4, octave_scale=1.4,
+    @_paths('src', 'out', 'outdir')
+    def video(self, src, out=None, outdir=None, blend=0.0, flow=False, start=0, stop=None, fps=None, cluster=None,
+              workers=None, end=DEFAULT_END, channel=None, tile=None, iter_n=10, octave_n=4, octave_scale=1.4,
               step_size=1.5, jitter=32, clip=True, seed=0, quiet=False):
+        from .clip import dream_clip
+        from .cluster import runner
+        from .video import open_clip, write_mp4
+        d = Dreamer(end, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, quiet, channel, tile)
+        cluster, workers = _cluster_options(cluster, workers)
+        blend = _number('blend', blend, float, 0, allow_equal=True)
+        if blend >= 1:
+            raise UserError(f'--blend must be below 1, got {blend}')
+        flow = _flag('flow', flow)
+        if flow and not blend:
+            raise UserError('--flow moves the previous dream before blending: give --blend too')
+        start = _number('start', start, float, 0, allow_equal=True)
+        stop = None if stop is None else _number('stop', stop, float, 0)
+        fps = None if fps is None else _number('fps', fps, float, 0)
+        name = Path(str(src)).name
+        if out is None:
+            os.makedirs('dreams', exist_ok=True)
+        out = str(out or Path('dreams') / f'{_slug(Path(name).stem)}_{d.name()}_s{d.seed}.mp4')
+        _check_video_output(out, '--out')
+        if same_file(out, str(src)):
+            raise UserError(f'{out}: the output would overwrite the input; choose another --out')
+        source = open_clip(str(src), start, stop, fps)
+        check_octaves(d.net, source.size[::-1], d.octave_n, d.octave_scale, d.end)
+        d = d.fitted((*source.size[::-1], 3))
+        outdir = Path(outdir or f'frames/{_slug(Path(out).stem)}')
+        _output_folder(outdir)
+        options = dict(command='video', input=name, start=start, stop=stop, fps=source.fps, blend=blend, flow=flow)
+        bar = None
+        if not d.quiet:
+            from tqdm import tqdm
+            bar = tqdm(total=source.frames, unit='frame', file=sys.stderr, desc=name)
+        tool = copy.copy(d)
+        tool.quiet = True                               # one bar, of frames, rather than one per dream
+        try:
+            with runner(cluster, tool, workers) as pool:
+                paths, failed = dream_clip(tool, source, outdir, lambda i: d.recipe(frame=i, **options), pool,
+                                           blend, flow, pool.size, bar and (lambda i: bar.update()))
+        finally:
+            if bar:
+                bar.close()
+        if failed:
+            raise UserError(f'{len(failed)} of {source.frames} frames failed, the first: frame {failed[0][0]}: '
+                            f'{failed[0][1]}')
+        print(write_mp4(paths, out, source.fps, d.recipe(frames=source.frames, **options), audio=source))
+
+    @_paths('img', 'outdir')
+    def atlas(self, img, layers=None, outdir=None, thumb=256, cluster=None, workers=None, iter_n=10, octave_n=4,
+              octave_scale=1.4, step_size=1.5, jitter=32, clip=True, seed=0, quiet=False):
+        from .cluster import runner
+        cluster, workers = _cluster_options(cluster, workers)
         d = Dreamer(DEFAULT_END, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, quiet)
         thumb = _number('thumb', thumb, int, 16, allow_equal=True)
         base, name = load_image(img), Path(str(img)).name
@@ -435,17 +519,22 @@ class Commands:
         _output_folder(outdir)
         sheet = str(outdir / 'atlas.jpg')
         _check_output(sheet, [img])
-        dreams = []
+        dreams, paths, lanes = {}, {}, []
         for i, each in enumerate(dreamers):
-            path, recipe = str(outdir / f'{i:02d}_{each.name()}.jpg'), each.recipe(command='atlas', input=name)
-            if _already_done(path, recipe):                   # done in an earlier, interrupted run
-                dreams.append(load_image(path))
+            paths[i], recipe = str(outdir / f'{i:02d}_{each.name()}.jpg'), each.recipe(command='atlas', input=name)
+            if holds_recipe(paths[i], recipe):               # done in an earlier, interrupted run
+                dreams[i] = load_image(paths[i])
                 continue
-            _check_output(path, [img])
-            dreams.append(for_display(each.dream(base, random_state(each.seed), label=each.end), each.clip))
-            save_image(path, dreams[-1], recipe)
-            print(path)
-        save_image(sheet, contact_sheet(dreams, layers, thumb),
+            _check_output(paths[i], [img])
+            lanes.append((None, [(i, (each.end, base, recipe, each.tile))]))
+        with runner(cluster, d, workers) as pool:
+            for i, result in pool.run(_dream_layer, lanes):
+                if isinstance(result, Exception):
+                    raise UserError(f'{layers[i]}: {result}')
+                write_encoded(paths[i], result)
+                dreams[i] = decode_image(result, paths[i])
+                print(paths[i])
+        save_image(sheet, contact_sheet([dreams[i] for i in range(len(layers))], layers, thumb),
                    dict(d.recipe(command='atlas', input=name), end=None, layers=list(layers)))
         print(sheet)
 
@@ -484,7 +573,9 @@ recipe (parameters, seed, model sha256, version) as a JPEG comment or PNG text c
   --tile=512         compute octaves larger than 512x512 in tiles, to bound memory on big images;
                      without it a dream too big for memory is tiled automatically, --tile=0 never tiles
   IMG a folder:      dream every image in it into --outdir (default dreams/<folder>/); images
-                     already done with the same recipe are skipped, failures reported per file''')
+                     already done with the same recipe are skipped, failures reported per file
+  --cluster=local|auto|ray://HOST:PORT   with a folder: one Ray task per image, on workers that keep the
+                     net loaded (needs classicdream[cluster]); --workers=N (default: one per GPU)''')
 Commands.guide.__doc__ = _dream_options('''Dream on IMG guided by GUIDE (the notebook's objective_guide).
 
 At each position the dream follows the guide's feature that matches best, at --end (default
@@ -501,11 +592,21 @@ Frames are written as OUTDIR/0000.jpg, 0001.jpg, ... (default frames/<image>/). 
 same command again and it continues after the last frame, with the same random stream.
   --frames=N   number of frames     --scale=0.05   zoom per frame (the notebook's s)
   --mp4=PATH   then encode frames 0..N-1 as an H.264 video (--fps=25)''')
+Commands.video.__doc__ = _dream_options('''Dream every frame of a video SRC (any file ffmpeg reads) and encode
+the dreams as H.264 at its frame rate and size, with its sound: --out=PATH.mp4 (default
+dreams/<video>_<layer>_s<seed>.mp4). Frames go to --outdir (default frames/<out name>/) with their
+recipe; run the same command again after an interruption and it continues.
+  --blend=0.5       start each frame from 0.5 * the previous dream + 0.5 * the frame (less flicker)
+  --flow            move the previous dream along the optical flow first (needs classicdream[flow])
+  --start=S --stop=S   seconds of SRC to dream (--end stays the layer)   --fps=N   resample
+  --cluster=local|auto|ray://HOST:PORT   dream on Ray workers (classicdream[cluster]); --workers=N
+  --channel=42 --tile=512   as for dream''')
 Commands.atlas.__doc__ = _dream_options('''The layer tour: dream IMG at each layer and lay the dreams out on one
 labelled contact sheet, OUTDIR/atlas.jpg (default atlas/<image>/), beside the single dreams.
 
   --layers=A,B,...   the layers (default: every ReLU and concat output from conv1 to inception_5b)
   --thumb=256        width of each picture on the sheet
+  --cluster=local|auto|ray://HOST:PORT   one Ray task per layer (classicdream[cluster]); --workers=N
 Resumable: dreams already in OUTDIR with the same recipe are not dreamed again.''')
 
 
@@ -523,9 +624,10 @@ def _layer_list(value):
     return layers
 
 
-def _dream_folder(d, folder, outdir):
-    """Dream every image in `folder` into `outdir`: skip those already done with this recipe, report a
-    failure per file and go on, and fail (one line, exit 2) at the end if any did."""
+def _dream_folder(d, folder, outdir, cluster=None, workers=None):
+    """Dream every image in `folder` into `outdir`, here or on a cluster: skip those already done with
+    this recipe, report a failure per file and go on, and fail (one line, exit 2) at the end if any did."""
+    from .cluster import runner
     images = _image_files(folder)
     if not images:
         raise UserError(f'{folder}: no images in this folder')
@@ -533,34 +635,46 @@ def _dream_folder(d, folder, outdir):
     _output_folder(outdir)
     d.check()                                         # a bad --end fails once, not once per image
     stems = Counter(p.stem for p in images)
-    dreamed, skipped, failed = 0, 0, []
-    for path in images:
-        out = outdir / f'{path.stem if stems[path.stem] == 1 else path.name}.jpg'
-        recipe = d.recipe(command='dream', input=path.name)
-        if _already_done(out, recipe):
-            skipped += 1
-            continue
-        try:
-            _check_output(str(out), [str(path)])
-            img = load_image(path)
-            each = d.fitted(img.shape)
-            result = each.dream(img, random_state(d.seed), label=path.name)
-            save_image(out, for_display(result, d.clip), each.recipe(command='dream', input=path.name))
-        except Exception as e:                      # noqa: BLE001 -- one bad file must not stop the others
-            failed.append(path.name)
-            print(f'classicdream: {path}: {e}', file=sys.stderr)
-            continue
-        dreamed += 1
-        print(out)
+    outs, skipped, failed = {}, 0, []
+
+    def fail(path, e):
+        failed.append(path.name)
+        print(f'classicdream: {path}: {e}', file=sys.stderr)
+
+    def lanes():                                      # images are read as workers become free
+        nonlocal skipped
+        for path in images:
+            out = outs[path] = outdir / f'{path.stem if stems[path.stem] == 1 else path.name}.jpg'
+            recipe = d.recipe(command='dream', input=path.name)
+            if holds_recipe(out, recipe):
+                skipped += 1
+                continue
+            try:
+                _check_output(str(out), [str(path)])
+                img = load_image(path)
+                each = d.fitted(img.shape)
+            except (UserError, ValueError) as e:
+                fail(path, e)
+                continue
+            yield None, [(path, (img, each.recipe(command='dream', input=path.name), path.name, each.tile))]
+    dreamed = 0
+    with runner(cluster, d, workers) as pool:
+        for path, result in pool.run(_dream_file, lanes()):
+            if isinstance(result, Exception):           # one bad file must not stop the others
+                fail(path, result)
+                continue
+            write_encoded(outs[path], result)
+            dreamed += 1
+            print(outs[path])
     summary = f'{dreamed} dreamed, {skipped} already done, {len(failed)} failed'
     if failed:
         raise UserError(f'{summary}: {", ".join(failed)}')
     print(summary, file=sys.stderr)
 
 
-def _check_video_output(out):
+def _check_video_output(out, option='--mp4'):
     if not out.lower().endswith('.mp4'):
-        raise UserError(f'{out}: --mp4 must name a .mp4 file')
+        raise UserError(f'{out}: {option} must name a .mp4 file')
     folder = os.path.dirname(out) or '.'
     if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
         raise UserError(f'{out}: folder {folder!r} does not exist or is not writable')

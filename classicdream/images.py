@@ -8,6 +8,7 @@ reads (greyscale, palette, alpha, 16-bit, CMYK, rotated photos), so the dream co
 file and the problem, which the CLI prints instead of a traceback. Saving is atomic, so an
 interrupted or failed save never leaves a half-written image or damages an existing one.
 """
+import io
 import json
 import math
 import os
@@ -87,22 +88,31 @@ def load_image(path):
     except OSError as e:
         raise ImageError(f'{name}: cannot read ({_reason(e)})') from None
     with f:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter('ignore')           # e.g. palette transparency, odd EXIF
-                warnings.simplefilter('error', Image.DecompressionBombWarning)
-                with Image.open(f) as im:
-                    im.load()                             # decode fully now: truncation raises here
-                    ImageOps.exif_transpose(im, in_place=True)
-                    img = _to_rgb(im)
-        except Image.UnidentifiedImageError:
-            raise ImageError(f'{name}: not an image file (or not a format PIL can read)') from None
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-            raise ImageError(f'{name}: image too large to be sensible ({_reason(e)})') from None
-        except MemoryError:
-            raise ImageError(f'{name}: image too large for the available memory') from None
-        except Exception as e:                            # PIL raises OSError, SyntaxError, ValueError, ...
-            raise ImageError(f'{name}: truncated or corrupt image ({_reason(e)})') from None
+        return _decode(f, name)
+
+
+def decode_image(data, name='image'):
+    """load_image's array from an encoded file's bytes: what load_image gives once they are saved."""
+    return _decode(io.BytesIO(data), name)
+
+
+def _decode(f, name):
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')               # e.g. palette transparency, odd EXIF
+            warnings.simplefilter('error', Image.DecompressionBombWarning)
+            with Image.open(f) as im:
+                im.load()                                 # decode fully now: truncation raises here
+                ImageOps.exif_transpose(im, in_place=True)
+                img = _to_rgb(im)
+    except Image.UnidentifiedImageError:
+        raise ImageError(f'{name}: not an image file (or not a format PIL can read)') from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageError(f'{name}: image too large to be sensible ({_reason(e)})') from None
+    except MemoryError:
+        raise ImageError(f'{name}: image too large for the available memory') from None
+    except Exception as e:                            # PIL raises OSError, SyntaxError, ValueError, ...
+        raise ImageError(f'{name}: truncated or corrupt image ({_reason(e)})') from None
     return img
 
 
@@ -136,8 +146,11 @@ def save_image(path, img, recipe=None):
     'classicdream', in JPEG as a COM comment ``{"classicdream": recipe}``; ``read_recipe`` reads it
     back. The file is written beside ``path`` and renamed into place only once complete.
     """
-    name = _name(path)
-    fmt = check_writable(path)
+    write_encoded(path, encode_image(img, check_writable(path), recipe, _name(path)))
+
+
+def encode_image(img, fmt='JPEG', recipe=None, name='image'):
+    """The bytes save_image writes: for a worker that dreams far from where the file goes."""
     img = np.asarray(img)
     if img.ndim != 3 or img.shape[2] != 3 or 0 in img.shape:
         raise ImageError(f'{name}: expected an H x W x 3 RGB array, got shape {img.shape}')
@@ -153,11 +166,21 @@ def save_image(path, img, recipe=None):
             raise ImageError(f'{name}: recipe is not JSON-serialisable ({_reason(e)})') from None
         if len(options.get('comment', b'')) > 65533:
             raise ImageError(f'{name}: recipe too long for a JPEG comment; save as .png')
-    pil = Image.fromarray(np.uint8(np.clip(img, 0, 255)), 'RGB')
+    data = io.BytesIO()
     try:
-        atomic_write(os.fspath(path), lambda f: pil.save(f, format=fmt, **options))
+        Image.fromarray(np.uint8(np.clip(img, 0, 255)), 'RGB').save(data, format=fmt, **options)
     except OSError as e:
         raise ImageError(f'{name}: cannot write ({_reason(e)})') from None
+    return data.getvalue()
+
+
+def write_encoded(path, data):
+    """Write encode_image's bytes to `path`, atomically: a complete file or none."""
+    check_writable(path)
+    try:
+        atomic_write(os.fspath(path), lambda f: f.write(data))
+    except OSError as e:
+        raise ImageError(f'{_name(path)}: cannot write ({_reason(e)})') from None
 
 
 def read_recipe(path):
@@ -189,6 +212,19 @@ def read_recipe(path):
         if isinstance(obj, dict) and isinstance(obj.get(RECIPE_KEY), dict):
             return obj[RECIPE_KEY]
     return None
+
+
+def recipe_or_none(path):
+    """The recipe of an earlier result, or None where there is none (or no readable file)."""
+    try:
+        return read_recipe(path)
+    except ImageError:
+        return None
+
+
+def holds_recipe(path, recipe):
+    """Whether `path` holds an earlier result of exactly this recipe, so a resumed run can skip it."""
+    return os.path.exists(path) and recipe_or_none(path) == recipe
 
 
 def same_file(a, b):

@@ -1,0 +1,149 @@
+"""Where a batch of dreams runs: here, one after another, or on a Ray cluster, one task per dream.
+
+A batch is a sequence of lanes. A lane is ``(start, items)``: ``items`` yields ``(key, args)`` in
+order, and each item is ``fn(tool, previous, *args)``, where ``previous`` is the result of the item
+before it in its lane (``start`` for the first). A folder or an atlas is lanes of one item; a video
+blended frame to frame is lanes of consecutive frames. ``tool`` holds the options and the net, and
+``fn`` returns an encoded file. Both runners yield ``(key, result or exception)`` as results come, and
+the caller writes the files: a cluster run writes exactly what a run here does, atomically, on the
+machine that started it. Ray is imported only when a cluster is asked for.
+"""
+import logging
+import os
+import warnings
+
+DEPTH = 2       # tasks queued per worker: the next one's input is already on its way while one runs
+
+
+class Worker:
+    """A Ray actor: loads the net once, then runs task after task with it. On a machine without GPUs it
+    keeps to its share of the cores, so workers side by side do not fight over them."""
+
+    def __init__(self, tool, cores):
+        if cores:
+            os.sched_setaffinity(0, cores)      # XLA:CPU sizes its thread pool by the cores it may use
+        self.tool = tool
+        tool.net                                # noqa: B018 -- load (and check) the net now, once
+
+    def run(self, fn, previous, *args):
+        return fn(self.tool, previous, *args)
+
+
+class Cluster:
+    """Ray workers (actors) that hold the tool for their life; `run` spreads lanes over them.
+
+    `address`: 'local' starts Ray on this machine, 'auto' joins the cluster this machine belongs to,
+    'ray://HOST:PORT' a remote one. Each worker asks for one GPU where the cluster has GPUs (default: one
+    worker per GPU), else for an equal share of the CPUs (default: one worker per machine). A worker
+    that dies is restarted and its tasks are run again; results are written by the caller, once."""
+
+    def __init__(self, address, tool, workers=None):
+        try:
+            import ray
+        except ImportError:
+            raise ValueError("--cluster needs Ray: pip install 'classicdream[cluster]'") from None
+        self.ray = ray
+        options = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+        local = dict(address='local', num_cpus=os.cpu_count()) if address == 'local' else dict(address=address)
+        try:
+            with warnings.catch_warnings():     # JAX warns at any fork; Ray starts its processes by fork+exec
+                warnings.filterwarnings('ignore', 'os.fork', RuntimeWarning)
+                ray.init(**local, **options)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise ValueError(f'--cluster={address}: cannot start or reach Ray ({" ".join(str(e).split())})') from None
+        try:
+            self.workers = self._start(tool, workers)
+            self.size = len(self.workers)
+        except BaseException:
+            ray.shutdown()
+            raise
+
+    def _start(self, tool, workers):
+        ray = self.ray
+        resources = ray.cluster_resources()
+        gpus, cpus = int(resources.get('GPU', 0)), int(resources.get('CPU', 1))
+        machines = sum(1 for node in ray.nodes() if node['Alive'])
+        n = workers or gpus or machines
+        have = gpus or cpus
+        if n > have:
+            raise ValueError(f'--workers={n}: the cluster has {have} {"GPUs" if gpus else "CPUs"}')
+        share = dict(num_gpus=1, num_cpus=1) if gpus else dict(num_cpus=cpus // n)
+        actor = ray.remote(Worker).options(max_restarts=3, max_task_retries=3, **share)
+        per = share['num_cpus']
+        local = os.cpu_count()
+        return [actor.remote(tool, None if gpus else sorted({(i * per + j) % local for j in range(per)}))
+                for i in range(n)]
+
+    def run(self, fn, lanes):
+        """Keep every worker busy with a lane at a time, DEPTH tasks ahead, chaining each item to the one
+        before it through Ray's object store; yield (key, result or exception) in completion order."""
+        ray = self.ray
+        lanes = iter(lanes)
+        pending = {}                                    # task -> (key, worker)
+        lane = {w: None for w in self.workers}          # worker -> [items, previous] of its lane
+        queued = {w: 0 for w in self.workers}
+        while True:
+            for w in self.workers:
+                while queued[w] < DEPTH:
+                    item = next(lane[w][0], None) if lane[w] else None
+                    if item is None:
+                        nxt = next(lanes, None)
+                        if nxt is None:
+                            break
+                        lane[w] = [iter(nxt[1]), nxt[0]]
+                        continue
+                    key, args = item
+                    task = w.run.remote(fn, lane[w][1], *args)
+                    lane[w][1] = task
+                    pending[task] = key, w
+                    queued[w] += 1
+            if not pending:
+                return
+            [done], _ = ray.wait(list(pending), num_returns=1)
+            key, w = pending.pop(done)
+            queued[w] -= 1
+            try:
+                yield key, ray.get(done)
+            except ray.exceptions.RayTaskError as e:
+                yield key, e.cause if e.cause is not None else e
+            except ray.exceptions.RayError as e:
+                yield key, e
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.ray.shutdown()
+
+
+def runner(cluster, tool, workers=None):
+    """A context manager with .run(fn, lanes): here when `cluster` is None, else a Cluster at that address."""
+    if cluster is None:
+        return _Here(tool)
+    return Cluster(str(cluster), tool, workers)
+
+
+class _Here:
+    """The runner without a cluster: every lane in this process, in order."""
+    size = 1
+
+    def __init__(self, tool):
+        self.tool = tool
+
+    def run(self, fn, lanes):
+        """A failed item fails the rest of its lane (they need its result); the other lanes go on."""
+        for start, items in lanes:
+            previous, failure = start, None
+            for key, args in items:
+                if failure is None:
+                    try:
+                        previous = fn(self.tool, previous, *args)
+                    except Exception as e:      # noqa: BLE001 -- reported with its key; the batch goes on
+                        failure = e
+                yield key, failure if failure is not None else previous
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
