@@ -54,8 +54,8 @@ def _ffmpeg_starts():
         yield
 
 
-def open_clip(path, start=0.0, end=None, fps=None):
-    """Probe `path` and count the frames that `start`..`end` seconds at `fps` (default: the file's) hold.
+def open_clip(path, start=0.0, stop=None, fps=None):
+    """Probe `path` and count the frames that `start`..`stop` seconds at `fps` (default: the file's) hold.
 
     Counting decodes the clip once (ffmpeg's null output), so the count is exactly what reading gives."""
     import imageio_ffmpeg
@@ -69,9 +69,9 @@ def open_clip(path, start=0.0, end=None, fps=None):
         reader.close()
     except (OSError, RuntimeError, StopIteration):
         raise VideoError(f'{name}: not a video that ffmpeg can read') from None
-    if end is not None and end <= start:
-        raise VideoError(f'--end={end} must be after --start={start}')
-    clip = Clip(name, float(start), None if end is None else float(end - start), float(fps or meta['fps']),
+    if stop is not None and stop <= start:
+        raise VideoError(f'--stop={stop:g} must be after --start={start:g}')
+    clip = Clip(name, float(start), None if stop is None else float(stop - start), float(fps or meta['fps']),
                 fps is not None, tuple(meta['size']), 0, 'audio_codec' in meta)
     before, after = clip.decode_params()
     with _ffmpeg_starts():
@@ -81,7 +81,7 @@ def open_clip(path, start=0.0, end=None, fps=None):
     frames = int(counts[-1]) if done.returncode == 0 and counts else 0
     if frames < 2:
         what = 'one picture, not a video' if frames else 'no frames'
-        raise VideoError(f'{name}: {what}' + (' between --start and --end' if start or end is not None else ''))
+        raise VideoError(f'{name}: {what}' + (' between --start and --stop' if start or stop is not None else ''))
     return Clip(**{**clip.__dict__, 'frames': frames})
 
 
