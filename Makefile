@@ -15,7 +15,7 @@ DREAM_OPTS = $(if $(IMG),--img="$$IMG") $(if $(OUT),--out="$$OUT") $(if $(END),-
 	$(if $(OCTAVE_SCALE),--octave_scale="$$OCTAVE_SCALE") $(if $(STEP_SIZE),--step_size="$$STEP_SIZE") \
 	$(if $(JITTER),--jitter="$$JITTER") $(if $(TILE),--tile="$$TILE")
 
-.PHONY: setup models test dream clean reference bench
+.PHONY: setup models test dream clean reference bench bench-video
 
 setup: $(VENV)/.installed
 
@@ -44,6 +44,10 @@ reference:
 # classicdream against the 2015 notebook on that Caffe (classicdream alone until `make reference`).
 bench: models
 	$(PY) bench/bench.py
+
+# Frames per second of `classicdream video` on a 10-frame 1024x576 clip: sequential and on 2 local Ray workers.
+bench-video: models
+	$(PY) bench/video_bench.py
 
 clean:
 	rm -rf $(VENV) $(MODEL) .pytest_cache

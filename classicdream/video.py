@@ -79,9 +79,11 @@ def open_clip(path, start=0.0, stop=None, fps=None):
                               capture_output=True, text=True, errors='replace')
     counts = re.findall(r'frame=\s*(\d+)', done.stderr)
     frames = int(counts[-1]) if done.returncode == 0 and counts else 0
-    if frames < 2:
-        what = 'one picture, not a video' if frames else 'no frames'
-        raise VideoError(f'{name}: {what}' + (' between --start and --stop' if start or stop is not None else ''))
+    cut = start or stop is not None
+    if frames == 0 and cut:
+        raise VideoError(f'{name}: no frames between --start and --stop')
+    if frames < 2 and not cut:                    # ffmpeg reads a picture as a video of one frame
+        raise VideoError(f'{name}: {"one picture" if frames else "no frames"}, not a video')
     return Clip(**{**clip.__dict__, 'frames': frames})
 
 
