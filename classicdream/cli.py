@@ -270,7 +270,6 @@ class Dreamer:
             if bar:
                 bar.close()
 
-
     def encoded(self, img, recipe, label=''):
         """The dream of `img` (seed `self.seed`) as JPEG bytes carrying `recipe`: what a worker returns."""
         return encode_image(for_display(self.dream(img, random_state(self.seed), label=label), self.clip),
@@ -592,13 +591,14 @@ Frames are written as OUTDIR/0000.jpg, 0001.jpg, ... (default frames/<image>/). 
 same command again and it continues after the last frame, with the same random stream.
   --frames=N   number of frames     --scale=0.05   zoom per frame (the notebook's s)
   --mp4=PATH   then encode frames 0..N-1 as an H.264 video (--fps=25)''')
-Commands.video.__doc__ = _dream_options('''Dream every frame of a video SRC (any file ffmpeg reads) and encode
-the dreams as H.264 at its frame rate and size, with its sound: --out=PATH.mp4 (default
-dreams/<video>_<layer>_s<seed>.mp4). Frames go to --outdir (default frames/<out name>/) with their
-recipe; run the same command again after an interruption and it continues.
-  --blend=0.5       start each frame from 0.5 * the previous dream + 0.5 * the frame (less flicker)
-  --flow            move the previous dream along the optical flow first (needs classicdream[flow])
-  --start=S --stop=S   seconds of SRC to dream (--end stays the layer)   --fps=N   resample
+Commands.video.__doc__ = _dream_options('''Dream every frame of a video SRC (any file ffmpeg reads), keeping its sound.
+
+The dreams are encoded as H.264 at SRC's frame rate and size in --out=PATH.mp4 (default
+dreams/<video>_<layer>_s<seed>.mp4); the frames go to --outdir (default frames/<out name>/) with
+their recipe. Resumable: run the same command again and it continues.
+  --blend=0.5        start each frame from 0.5 * the previous dream + 0.5 * the frame (less flicker)
+  --flow             move the previous dream along the optical flow first (classicdream[flow])
+  --start=S --stop=S seconds of SRC to dream (--end stays the layer); --fps=N resamples
   --cluster=local|auto|ray://HOST:PORT   dream on Ray workers (classicdream[cluster]); --workers=N
   --channel=42 --tile=512   as for dream''')
 Commands.atlas.__doc__ = _dream_options('''The layer tour: dream IMG at each layer and lay the dreams out on one

@@ -17,7 +17,6 @@ from functools import partial
 
 import numpy as np
 
-from .dream import random_state
 from .images import decode_image, holds_recipe, recipe_or_none, write_encoded
 from .video import read_clip
 

@@ -19,9 +19,12 @@ class Worker:
     """A Ray actor: loads the net once, then runs task after task with it. On a machine without GPUs it
     keeps to its share of the cores, so workers side by side do not fight over them."""
 
-    def __init__(self, tool, cores):
+    def __init__(self, tool, index=0, cores=None):
         if cores:
-            os.sched_setaffinity(0, cores)      # XLA:CPU sizes its thread pool by the cores it may use
+            # XLA:CPU sizes its thread pool by the cores it may use: worker `index` takes the index-th
+            # `cores` of its machine (exact on one machine; with one worker per machine, all of them)
+            n = os.cpu_count()
+            os.sched_setaffinity(0, {(index * cores + j) % n for j in range(cores)})
         self.tool = tool
         tool.net                                # noqa: B018 -- load (and check) the net now, once
 
@@ -69,10 +72,7 @@ class Cluster:
             raise ValueError(f'--workers={n}: the cluster has {have} {"GPUs" if gpus else "CPUs"}')
         share = dict(num_gpus=1, num_cpus=1) if gpus else dict(num_cpus=cpus // n)
         actor = ray.remote(Worker).options(max_restarts=3, max_task_retries=3, **share)
-        per = share['num_cpus']
-        local = os.cpu_count()
-        return [actor.remote(tool, None if gpus else sorted({(i * per + j) % local for j in range(per)}))
-                for i in range(n)]
+        return [actor.remote(tool, i, None if gpus else share['num_cpus']) for i in range(n)]
 
     def run(self, fn, lanes):
         """Keep every worker busy with a lane at a time, DEPTH tasks ahead, chaining each item to the one

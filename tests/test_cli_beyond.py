@@ -170,9 +170,10 @@ def test_zoom_mp4_never_replaces_a_file_that_is_not_ours(capsys, tmp_path, photo
 
 @pytest.mark.parametrize('command, words', [
     ('visualize', ['--class=ladybug', 'synset_words']),
-    ('atlas', ['--layers', 'contact sheet']),
+    ('atlas', ['--layers', 'contact sheet', '--cluster']),
     ('zoom', ['--mp4']),
-    ('dream', ['--channel', '--noise', '--tile', '--outdir']),
+    ('video', ['--blend', '--flow', '--stop', '--cluster']),
+    ('dream', ['--channel', '--noise', '--tile', '--outdir', '--cluster']),
 ])
 def test_help_for_every_new_option(command, words):
     shown = subprocess.run([sys.executable, '-m', 'classicdream', command, '--help'], capture_output=True,
