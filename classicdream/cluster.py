@@ -12,6 +12,7 @@ import logging
 import os
 import warnings
 
+SETTINGS = ('CLASSICDREAM_JAX_CACHE', 'CLASSICDREAM_MODELS', 'CLASSICDREAM_MIRROR')
 DEPTH = 2       # tasks queued per worker: the next one's input is already on its way while one runs
 
 
@@ -71,7 +72,9 @@ class Cluster:
         if n > have:
             raise ValueError(f'--workers={n}: the cluster has {have} {"GPUs" if gpus else "CPUs"}')
         share = dict(num_gpus=1, num_cpus=1) if gpus else dict(num_cpus=cpus // n)
-        actor = ray.remote(Worker).options(max_restarts=3, max_task_retries=3, **share)
+        settings = {k: os.environ[k] for k in SETTINGS if k in os.environ}     # where models and programs are
+        actor = ray.remote(Worker).options(max_restarts=3, max_task_retries=3, **share,
+                                           **(dict(runtime_env={'env_vars': settings}) if settings else {}))
         return [actor.remote(tool, i, None if gpus else share['num_cpus']) for i in range(n)]
 
     def run(self, fn, lanes):
