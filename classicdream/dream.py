@@ -7,8 +7,9 @@ pyramid and the detail carried between octaves are resampled there (resample.zoo
 drew with ``np.random.randint`` are drawn up front from the same ``RandomState`` stream, in the same
 order, and passed in. So a seed reproduces what the notebook did after ``np.random.seed(seed)``.
 
-Each octave is padded up to a bucket size (programs.bucket) and carries its true extent: nearby image
-sizes then share compiled programs, and the true pixels get what the unpadded image would.
+Each octave is padded up to the octave of the image's bucket (octave_buckets) and carries its true
+extent: nearby image sizes then share compiled programs, and the true pixels get what the unpadded
+image would.
 """
 
 import jax
