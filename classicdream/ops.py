@@ -102,9 +102,11 @@ def _max_pool_fwd(x, kernel, strides, padding, out):
 def _max_pool_bwd(kernel, strides, padding, out, residuals, g):
     """Each window's gradient goes to its first maximum in row-major order, Caffe's tie rule.
 
-    Written as one masked, strided add per kernel offset rather than JAX's select-and-scatter, which
-    XLA:CPU expands into an indexed scatter: pooling's gradient took ~370 ms of a 575x1024 step that
-    way and ~250 ms this way (XLA's per-op profile).
+    Gathered, not scattered: an input position t = s·m + r (stride s, phase r) is reached only from
+    the windows o = m - d whose offset s·d + r is inside the kernel, so each phase of the input is a sum
+    of a few shifted window-sized arrays, and the phases interleave by a reshape. That is one pass over
+    the input; JAX's select-and-scatter is an indexed scatter on XLA:CPU, and a padded scatter per
+    kernel offset writes one input-sized array per offset.
     """
     x, y = residuals
     padded = jnp.pad(x, ((0, 0), *padding, (0, 0)), constant_values=-jnp.inf)
@@ -114,10 +116,21 @@ def _max_pool_bwd(kernel, strides, padding, out, residuals, g):
     for k, (i, j) in reversed(list(enumerate(offsets))):
         at = lax.slice(padded, (0, i, j, 0), (y.shape[0], i + span[0], j + span[1], y.shape[3]), (1, *strides, 1))
         first = jnp.where(at == y, k, first)
-    dx = sum(lax.pad(jnp.where(first == k, g, 0.0), 0.0,
-                     ((0, 0, 0), (i, padded.shape[1] - i - span[0], strides[0] - 1),
-                      (j, padded.shape[2] - j - span[1], strides[1] - 1), (0, 0, 0)))
-             for k, (i, j) in enumerate(offsets))
+    (s0, s1), reach = strides, [-(-k // s) - 1 for k, s in zip(kernel, strides)]   # windows back to look
+    phases = [-(-n // s) for n, s in zip(padded.shape[1:3], strides)]                # a phase's length
+    grow = ((0, 0), *[(r, p - o) for r, p, o in zip(reach, phases, out)], (0, 0))
+    g, first = jnp.pad(g, grow), jnp.pad(first, grow, constant_values=-1)
+
+    def back(a, d, e):                  # a[m - d, n - e] at [m, n], for every m, n of a phase
+        return lax.slice(a, (0, reach[0] - d, reach[1] - e, 0),
+                         (a.shape[0], reach[0] - d + phases[0], reach[1] - e + phases[1], a.shape[3]))
+
+    def phase(r, q):                    # input positions (s0·m + r, s1·n + q)
+        return sum(jnp.where(back(first, d, e) == (s0 * d + r) * kernel[1] + s1 * e + q, back(g, d, e), 0.0)
+                   for d in range(reach[0] + 1) if s0 * d + r < kernel[0]
+                   for e in range(reach[1] + 1) if s1 * e + q < kernel[1])
+    dx = jnp.stack([jnp.stack([phase(r, q) for q in range(s1)], 3) for r in range(s0)], 2)
+    dx = dx.reshape(x.shape[0], phases[0] * s0, phases[1] * s1, x.shape[3])
     (top, _), (left, _) = padding
     return (dx[:, top:top + x.shape[1], left:left + x.shape[2]],)
 
@@ -186,10 +199,14 @@ conv_nhwc.defvjp(_conv_nhwc_fwd, _conv_nhwc_bwd)
 
 def _lrn(node, x):
     """Across-channel LRN: x / (k + α/n · Σ x²)^β over n channels centred on each (Caffe's and ONNX's α/n)."""
-    n = attr(node, 'size')
+    n, beta = attr(node, 'size'), attr(node, 'beta', 0.75)
     sq = lax.reduce_window(x * x, 0.0, lax.add, (1, 1, 1, n), (1, 1, 1, 1),
                            ((0, 0), (0, 0), (0, 0), ((n - 1) // 2, n // 2)))
-    return x * (attr(node, 'bias', 1.0) + attr(node, 'alpha', 1e-4) / n * sq) ** -attr(node, 'beta', 0.75)
+    scale = attr(node, 'bias', 1.0) + attr(node, 'alpha', 1e-4) / n * sq
+    if beta == 0.75:                    # bvlc_googlenet's: s^-3/4 = r·√r with r = 1/√s, no exp or log
+        r = lax.rsqrt(scale)
+        return x * (r * jnp.sqrt(r))
+    return x * scale ** -beta
 
 
 def _gemm(node, x, w, b=None):

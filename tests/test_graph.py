@@ -102,3 +102,27 @@ def test_max_pool_gradient_goes_to_the_first_maximum_like_caffe(kernel, stride, 
     ours, pullback = jax.vjp(lambda a: OPS['MaxPool'](node, nhwc(a)), jnp.asarray(x))
     np.testing.assert_array_equal(ours, nhwc(top))
     np.testing.assert_allclose(pullback(nhwc(diff))[0], bottom, rtol=1e-6, atol=1e-6)
+
+
+def caffe_lrn(x, size, alpha, beta, k):
+    """Caffe's across-channel LRN on NCHW, in float64: x / (k + α/n · Σ x² over n channels)^β."""
+    sq = jnp.pad(x * x, ((0, 0), ((size - 1) // 2, size // 2), (0, 0), (0, 0)))
+    return x * (k + alpha / size * sum(sq[:, i:i + x.shape[1]] for i in range(size))) ** -beta
+
+
+@pytest.mark.parametrize('beta', [0.75, 0.5])
+def test_lrn_value_and_gradient_are_caffes_formula(beta):
+    """β = 0.75 (bvlc_googlenet's) is computed with square roots, any other β with a power."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(scale=20, size=(1, 7, 5, 6))          # large enough that the scale matters
+    node = Node('LRN', ('x',), 'y', (('alpha', 1e-2), ('beta', beta), ('bias', 2.0), ('size', 5)))
+    ours, pullback = jax.vjp(lambda a: OPS['LRN'](node, jnp.transpose(a, (0, 2, 3, 1))),
+                             jnp.asarray(x, jnp.float32))
+    with jax.enable_x64(True):
+        theirs, theirs_pullback = jax.vjp(lambda a: caffe_lrn(a, 5, 1e-2, beta, 2.0), jnp.asarray(x))
+        cotangent = rng.normal(size=theirs.shape)
+        theirs_grad = np.asarray(theirs_pullback(jnp.asarray(cotangent))[0])
+        theirs = np.asarray(theirs)
+    assert relative_error(jnp.transpose(ours, (0, 3, 1, 2)), theirs) <= 1e-6
+    ours_grad = pullback(jnp.asarray(np.transpose(cotangent, (0, 2, 3, 1)), jnp.float32))[0]
+    assert relative_error(ours_grad, theirs_grad) <= 1e-6
