@@ -7,6 +7,7 @@ max-pool gradients to the first maximum of each window. All arithmetic is float3
 TF32 on a GPU would break parity with Caffe.
 """
 from dataclasses import dataclass
+import functools
 from functools import partial
 
 import math
@@ -95,8 +96,18 @@ def max_pool_nhwc(x, kernel, strides, padding, out):
 
 
 def _max_pool_fwd(x, kernel, strides, padding, out):
-    y = max_pool_nhwc(x, kernel, strides, padding, out)
-    return y, (x, y)
+    """The pooled values and, for the gradient, each window's first maximum (row-major offset index):
+    one pass over the input's kernel offsets gives both, and an int8 index is all the backward keeps."""
+    padded = jnp.pad(x, ((0, 0), *padding, (0, 0)), constant_values=-jnp.inf)
+    span = [(o - 1) * s + 1 for o, s in zip(out, strides)]       # extent of one offset's strided slice
+    offsets = [(i, j) for i in range(kernel[0]) for j in range(kernel[1])]
+    at = [lax.slice(padded, (0, i, j, 0), (x.shape[0], i + span[0], j + span[1], x.shape[3]), (1, *strides, 1))
+          for i, j in offsets]
+    y = functools.reduce(jnp.maximum, at)
+    first = jnp.full(y.shape, len(offsets), jnp.int8)
+    for k in reversed(range(len(offsets))):
+        first = jnp.where(at[k] == y, jnp.int8(k), first)
+    return y, (first, x.shape)
 
 
 def _max_pool_bwd(kernel, strides, padding, out, residuals, g):
@@ -108,16 +119,10 @@ def _max_pool_bwd(kernel, strides, padding, out, residuals, g):
     the input; JAX's select-and-scatter is an indexed scatter on XLA:CPU, and a padded scatter per
     kernel offset writes one input-sized array per offset.
     """
-    x, y = residuals
-    padded = jnp.pad(x, ((0, 0), *padding, (0, 0)), constant_values=-jnp.inf)
-    span = [(o - 1) * s + 1 for o, s in zip(out, strides)]       # extent of one offset's strided slice
-    offsets = [(i, j) for i in range(kernel[0]) for j in range(kernel[1])]
-    first = jnp.full(y.shape, len(offsets), jnp.int32)              # each window's first maximum
-    for k, (i, j) in reversed(list(enumerate(offsets))):
-        at = lax.slice(padded, (0, i, j, 0), (y.shape[0], i + span[0], j + span[1], y.shape[3]), (1, *strides, 1))
-        first = jnp.where(at == y, k, first)
+    first, shape = residuals
     (s0, s1), reach = strides, [-(-k // s) - 1 for k, s in zip(kernel, strides)]   # windows back to look
-    phases = [-(-n // s) for n, s in zip(padded.shape[1:3], strides)]                # a phase's length
+    (top, bottom), (left, right) = padding
+    phases = [-(-n // s) for n, s in zip((top + shape[1] + bottom, left + shape[2] + right), strides)]
     grow = ((0, 0), *[(r, p - o) for r, p, o in zip(reach, phases, out)], (0, 0))
     g, first = jnp.pad(g, grow), jnp.pad(first, grow, constant_values=-1)
 
@@ -130,9 +135,8 @@ def _max_pool_bwd(kernel, strides, padding, out, residuals, g):
                    for d in range(reach[0] + 1) if s0 * d + r < kernel[0]
                    for e in range(reach[1] + 1) if s1 * e + q < kernel[1])
     dx = jnp.stack([jnp.stack([phase(r, q) for q in range(s1)], 3) for r in range(s0)], 2)
-    dx = dx.reshape(x.shape[0], phases[0] * s0, phases[1] * s1, x.shape[3])
-    (top, _), (left, _) = padding
-    return (dx[:, top:top + x.shape[1], left:left + x.shape[2]],)
+    dx = dx.reshape(shape[0], phases[0] * s0, phases[1] * s1, shape[3])
+    return (dx[:, top:top + shape[1], left:left + shape[2]],)
 
 
 max_pool_nhwc.defvjp(_max_pool_fwd, _max_pool_bwd)
