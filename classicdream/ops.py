@@ -113,30 +113,44 @@ def _max_pool_fwd(x, kernel, strides, padding, out):
 def _max_pool_bwd(kernel, strides, padding, out, residuals, g):
     """Each window's gradient goes to its first maximum in row-major order, Caffe's tie rule.
 
-    Gathered, not scattered: an input position t = s·m + r (stride s, phase r) is reached only from
-    the windows o = m - d whose offset s·d + r is inside the kernel, so each phase of the input is a sum
-    of a few shifted window-sized arrays, and the phases interleave by a reshape. That is one pass over
-    the input; JAX's select-and-scatter is an indexed scatter on XLA:CPU, and a padded scatter per
-    kernel offset writes one input-sized array per offset.
+    A gather (windows_to_input) rather than JAX's select-and-scatter, which XLA:CPU runs as an indexed
+    scatter, or a padded scatter per kernel offset, which writes one input-sized array per offset.
     """
     first, shape = residuals
-    (s0, s1), reach = strides, [-(-k // s) - 1 for k, s in zip(kernel, strides)]   # windows back to look
     (top, bottom), (left, right) = padding
-    phases = [-(-n // s) for n, s in zip((top + shape[1] + bottom, left + shape[2] + right), strides)]
-    grow = ((0, 0), *[(r, p - o) for r, p, o in zip(reach, phases, out)], (0, 0))
-    g, first = jnp.pad(g, grow), jnp.pad(first, grow, constant_values=-1)
+    size = (top + shape[1] + bottom, left + shape[2] + right)
+    dx = windows_to_input(kernel, strides, out, size,
+                          lambda i, j, back: jnp.where(back(first, -1) == i * kernel[1] + j, back(g), 0.0))
+    return (dx[:, top:top + shape[1], left:left + shape[2]],)
 
-    def back(a, d, e):                  # a[m - d, n - e] at [m, n], for every m, n of a phase
-        return lax.slice(a, (0, reach[0] - d, reach[1] - e, 0),
-                         (a.shape[0], reach[0] - d + phases[0], reach[1] - e + phases[1], a.shape[3]))
+
+def windows_to_input(kernel, strides, out, size, term):
+    """What windows send back to the input positions they cover, summed there: a gather in one pass.
+
+    Position t = s·m + r (stride s, phase r) lies at offset a = s·d + r of window m - d, for each d that
+    keeps a inside the kernel. `term(i, j, back)` is what the windows send from offset (i, j), built from
+    window-resolution arrays read through `back(array, fill)`, which lines window m - d up with phase
+    position m. Each phase is a sum of a few shifted window-sized arrays, and the phases interleave by a
+    reshape into the padded input of spatial `size`, so XLA fuses it into one loop over the input.
+    """
+    (s0, s1), (k0, k1) = strides, kernel
+    reach = [-(-k // s) - 1 for k, s in zip(kernel, strides)]          # windows back to look
+    phases = [-(-n // s) for n, s in zip(size, strides)]                 # a phase's length
+
+    def shifted(d, e):
+        def back(a, fill=0.0):          # a[m - d, n - e] at [m, n]; the same pad for every (d, e)
+            grow = ((0, 0), *[(r, p - o) for r, p, o in zip(reach, phases, out)]) + ((0, 0),) * (a.ndim - 3)
+            a = jnp.pad(a, grow, constant_values=fill)
+            a = lax.slice_in_dim(a, reach[0] - d, reach[0] - d + phases[0], axis=1)
+            return lax.slice_in_dim(a, reach[1] - e, reach[1] - e + phases[1], axis=2)
+        return back
 
     def phase(r, q):                    # input positions (s0·m + r, s1·n + q)
-        return sum(jnp.where(back(first, d, e) == (s0 * d + r) * kernel[1] + s1 * e + q, back(g, d, e), 0.0)
-                   for d in range(reach[0] + 1) if s0 * d + r < kernel[0]
-                   for e in range(reach[1] + 1) if s1 * e + q < kernel[1])
-    dx = jnp.stack([jnp.stack([phase(r, q) for q in range(s1)], 3) for r in range(s0)], 2)
-    dx = dx.reshape(shape[0], phases[0] * s0, phases[1] * s1, shape[3])
-    return (dx[:, top:top + shape[1], left:left + shape[2]],)
+        return sum(term(s0 * d + r, s1 * e + q, shifted(d, e))
+                   for d in range(reach[0] + 1) if s0 * d + r < k0
+                   for e in range(reach[1] + 1) if s1 * e + q < k1)
+    x = jnp.stack([jnp.stack([phase(r, q) for q in range(s1)], 3) for r in range(s0)], 2)
+    return x.reshape(x.shape[0], phases[0] * s0, phases[1] * s1, x.shape[-1])
 
 
 max_pool_nhwc.defvjp(_max_pool_fwd, _max_pool_bwd)
@@ -182,13 +196,35 @@ def _conv_nhwc_fwd(x, w, strides, padding, dilation):
 
 def _conv_nhwc_bwd(strides, padding, dilation, residuals, g):
     x, w = residuals
+    if strides != (1, 1) and dilation == (1, 1):
+        return _strided_input_gradient(x.shape, w, strides, padding, g), _weight_gradient(x, w, strides, padding, g)
     pads = [_input_gradient_padding(x.shape[1 + a], w.shape[a], strides[a], dilation[a], padding[a][0],
                                     g.shape[1 + a]) for a in (0, 1)]
     flipped = jnp.swapaxes(lax.rev(w, (0, 1)), 2, 3)
     dx = lax.conv_general_dilated(g, flipped, (1, 1), pads, lhs_dilation=strides, rhs_dilation=dilation,
                                   dimension_numbers=NHWC, precision=HIGHEST)
-    dw = jax.vjp(lambda w: _lax_conv(x, w, strides, padding, dilation), w)[1](g)[0]
-    return dx, dw
+    return dx, _weight_gradient(x, w, strides, padding, g, dilation)
+
+
+def _weight_gradient(x, w, strides, padding, g, dilation=(1, 1)):
+    """JAX's own; the dream never asks for it, so XLA drops it."""
+    return jax.vjp(lambda w: _lax_conv(x, w, strides, padding, dilation), w)[1](g)[0]
+
+
+def _strided_input_gradient(shape, w, strides, padding, g):
+    """A strided convolution's input gradient as a matrix product and a gather (col2im).
+
+    The transposed convolution would spend most of its multiplies on the zeros between the stride's
+    positions, and XLA:CPU's fast kernels do not take input dilation (conv1's took 44 ms of a 575x1024
+    step this way). Each output position's gradient times the kernel is what it sends back to its
+    receptive field; windows_to_input sums that onto the input.
+    """
+    (kh, kw, c, k), ((top, bottom), (left, right)) = w.shape, padding
+    cols = lax.dot_general(g, w.reshape(kh * kw * c, k), (((3,), (1,)), ((), ())), precision=HIGHEST)
+    cols = cols.reshape(*g.shape[:3], kh, kw, c)
+    size = (top + shape[1] + bottom, left + shape[2] + right)
+    dx = windows_to_input((kh, kw), strides, g.shape[1:3], size, lambda i, j, back: back(cols)[:, :, :, i, j])
+    return dx[:, top:top + shape[1], left:left + shape[2]]
 
 
 def _input_gradient_padding(size, kernel, stride, dilation, pad_before, out):
