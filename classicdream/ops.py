@@ -167,8 +167,13 @@ def _average_pool(node, x):
 def _conv(node, x, w, b=None):
     pt, pl, pb, pr = attr(node, 'pads', (0, 0, 0, 0))
     geometry = (tuple(attr(node, 'strides', (1, 1))), ((pt, pb), (pl, pr)), tuple(attr(node, 'dilations', (1, 1))))
-    w = jnp.transpose(w, (2, 3, 1, 0))                                   # ONNX's OIHW → HWIO
     group = attr(node, 'group', 1)
+    if w.shape[2:] == (1, 1) and geometry == ((1, 1), ((0, 0), (0, 0)), (1, 1)) and group == 1:
+        # a matrix product over channels, with the weights as ONNX holds them (O, I): neither it nor its
+        # gradient copies them into another layout at every step, as a 1x1 convolution would
+        y = lax.dot_general(x, w[:, :, 0, 0], (((3,), (1,)), ((), ())), precision=HIGHEST)
+        return y if b is None else y + b
+    w = jnp.transpose(w, (2, 3, 1, 0))                                   # ONNX's OIHW → HWIO
     # grouped: JAX's own gradient, which XLA:CPU runs slowly inside a loop
     y = conv_nhwc(x, w, *geometry) if group == 1 else _lax_conv(x, w, *geometry, group)
     return y if b is None else y + b
