@@ -104,9 +104,10 @@ def _max_pool_fwd(x, kernel, strides, padding, out):
     at = [lax.slice(padded, (0, i, j, 0), (x.shape[0], i + span[0], j + span[1], x.shape[3]), (1, *strides, 1))
           for i, j in offsets]
     y = functools.reduce(jnp.maximum, at)
-    first = jnp.full(y.shape, len(offsets), jnp.int8)
+    index = jnp.int8 if len(offsets) < 128 else jnp.int32
+    first = jnp.full(y.shape, len(offsets), index)
     for k in reversed(range(len(offsets))):
-        first = jnp.where(at[k] == y, jnp.int8(k), first)
+        first = jnp.where(at[k] == y, index(k), first)
     return y, (first, x.shape)
 
 
