@@ -125,7 +125,7 @@ def _max_pool_bwd(kernel, strides, padding, out, residuals, g):
     return (dx[:, top:top + shape[1], left:left + shape[2]],)
 
 
-def windows_to_input(kernel, strides, out, size, term):
+def windows_to_input(kernel, strides, out, size, term, axis=-3):
     """What windows send back to the input positions they cover, summed there: a gather in one pass.
 
     Position t = s·m + r (stride s, phase r) lies at offset a = s·d + r of window m - d, for each d that
@@ -133,25 +133,30 @@ def windows_to_input(kernel, strides, out, size, term):
     window-resolution arrays read through `back(array, fill)`, which lines window m - d up with phase
     position m. Each phase is a sum of a few shifted window-sized arrays, and the phases interleave by a
     reshape into the padded input of spatial `size`, so XLA fuses it into one loop over the input.
+    The arrays' spatial axes are `axis` (counted from the end) and the one after it.
     """
     (s0, s1), (k0, k1) = strides, kernel
     reach = [-(-k // s) - 1 for k, s in zip(kernel, strides)]          # windows back to look
     phases = [-(-n // s) for n, s in zip(size, strides)]                 # a phase's length
 
     def shifted(d, e):
-        def back(a, fill=0.0):          # a[m - d, n - e] at [m, n]; the same pad for every (d, e)
-            grow = ((0, 0), *[(r, p - o) for r, p, o in zip(reach, phases, out)]) + ((0, 0),) * (a.ndim - 3)
+        def back(a, fill=0.0, spatial=axis):    # a[m - d, n - e] at [m, n]; one pad for every (d, e)
+            at = a.ndim + spatial
+            grow = [(0, 0)] * a.ndim
+            grow[at:at + 2] = [(r, p - o) for r, p, o in zip(reach, phases, out)]
             a = jnp.pad(a, grow, constant_values=fill)
-            a = lax.slice_in_dim(a, reach[0] - d, reach[0] - d + phases[0], axis=1)
-            return lax.slice_in_dim(a, reach[1] - e, reach[1] - e + phases[1], axis=2)
+            a = lax.slice_in_dim(a, reach[0] - d, reach[0] - d + phases[0], axis=at)
+            return lax.slice_in_dim(a, reach[1] - e, reach[1] - e + phases[1], axis=at + 1)
         return back
 
     def phase(r, q):                    # input positions (s0·m + r, s1·n + q)
         return sum(term(s0 * d + r, s1 * e + q, shifted(d, e))
                    for d in range(reach[0] + 1) if s0 * d + r < k0
                    for e in range(reach[1] + 1) if s1 * e + q < k1)
-    x = jnp.stack([jnp.stack([phase(r, q) for q in range(s1)], 3) for r in range(s0)], 2)
-    return x.reshape(x.shape[0], phases[0] * s0, phases[1] * s1, x.shape[-1])
+    rows = [[phase(r, q) for q in range(s1)] for r in range(s0)]
+    at = rows[0][0].ndim + axis
+    x = jnp.stack([jnp.stack(row, at + 2) for row in rows], at + 1)     # [..., m, r, n, q, ...]
+    return x.reshape(*x.shape[:at], phases[0] * s0, phases[1] * s1, *x.shape[at + 4:])
 
 
 max_pool_nhwc.defvjp(_max_pool_fwd, _max_pool_bwd)
@@ -229,8 +234,10 @@ def _strided_input_gradient(shape, w, strides, padding, g):
     cols = lax.dot_general(g, w.reshape(kh * kw * c, k), (((3,), (1,)), ((), ())), precision=HIGHEST)
     cols = cols.reshape(*g.shape[:3], kh, kw, c)
     size = (top + shape[1] + bottom, left + shape[2] + right)
-    dx = windows_to_input((kh, kw), strides, g.shape[1:3], size, lambda i, j, back: back(cols)[:, :, :, i, j])
-    return dx[:, top:top + shape[1], left:left + shape[2]]
+    # gathered into channel planes: few channels (conv1's 3) make a poor innermost axis for XLA's loops
+    dx = windows_to_input((kh, kw), strides, g.shape[1:3], size, axis=-2,
+                          term=lambda i, j, back: jnp.moveaxis(back(cols, spatial=-5)[..., i, j, :], -1, 0))
+    return jnp.transpose(dx, (1, 2, 3, 0))[:, top:top + shape[1], left:left + shape[2]]
 
 
 def _input_gradient_padding(size, kernel, stride, dilation, pad_before, out):
