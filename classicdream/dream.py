@@ -218,14 +218,14 @@ def deepdream(net, base_img, iter_n=10, octave_n=4, octave_scale=1.4, end=DEFAUL
     octaves = [preprocessed(pad(base_img, shapes[0]))]
     for i in range(octave_n - 1):
         octaves.append(zoomed(octaves[-1], extents[i], extents[i + 1], shape=shapes[i + 1]))
-    detail = jnp.zeros_like(octaves[-1])        # allocate image for network-produced details
+    detail = np.zeros(octaves[-1].shape, np.float32)     # allocate image for network-produced details
     for octave, octave_base in enumerate(octaves[::-1]):
         i = octave_n - 1 - octave
         h, w = sizes[i]
         if octave > 0:
             # upscale details from the previous octave
             detail = zoomed(detail, extents[i + 1], extents[i], shape=shapes[i])
-        src = octave_base + detail
+        src = added(octave_base, detail)
         shifts = np.stack([rng.randint(-jitter, jitter + 1, 2) for _ in range(iter_n)]).astype(np.int32) \
             if iter_n else np.zeros((0, 2), np.int32)
         if tiled[i]:
@@ -240,7 +240,7 @@ def deepdream(net, base_img, iter_n=10, octave_n=4, octave_scale=1.4, end=DEFAUL
             jax.block_until_ready(src)
             progress(octave, (h, w))
         # extract details produced on the current octave
-        detail = src - octave_base
+        detail = subtracted(src, octave_base)
     # returning the resulting image
     return np.asarray(deprocessed(src))[:h, :w]
 
@@ -255,27 +255,44 @@ def pad(img, shape):
     return out
 
 
+def _added(a, b):
+    return a + b
+
+
+def _subtracted(a, b):
+    return a - b
+
+
+# Every array operation of the dream is a program: an eager one would compile on first use, waiting
+# behind the octaves' compiles, and would be compiled again in every new process.
 preprocessed = program()(preprocess)
 deprocessed = program()(deprocess)
 zoomed = program(static_argnames=('shape',))(resample.zoom)
+added = program()(_added)
+subtracted = program()(_subtracted)
 
 
 def ask_ahead(net, shapes, extents, tiled, padded, iter_n, objective, steps):
-    """Have every program this dream runs built (or loaded) in the pool now, in the order it runs them,
-    so compiling them overlaps: the later octaves compile while the first ones run."""
+    """Have every program this dream runs built (or loaded) in the pool now, so building overlaps dreaming.
+
+    The small ones (resampling, adding the detail) first, since each takes a fraction of a second and the
+    dream stops at the first that is missing, then the octaves' steps in the order they run: the later
+    octaves compile while the first ones dream."""
     float_image = lambda shape: jax.ShapeDtypeStruct((3, *shape), jnp.float32)
     extent = jax.ShapeDtypeStruct((2,), jnp.int32)
     preprocessed.executable(jax.ShapeDtypeStruct((*shapes[0], 3), jnp.float32))
     for i in range(len(shapes) - 1):
         zoomed.executable(float_image(shapes[i]), extent, extent, shape=shapes[i + 1])
+        zoomed.executable(float_image(shapes[i + 1]), extent, extent, shape=shapes[i])
+    for shape in shapes:
+        added.executable(float_image(shape), float_image(shape))
+        subtracted.executable(float_image(shape), float_image(shape))
+    deprocessed.executable(float_image(shapes[0]))
     for i in reversed(range(len(shapes))):
-        if i < len(shapes) - 1:
-            zoomed.executable(float_image(shapes[i + 1]), extent, extent, shape=shapes[i])
         if not tiled[i]:
             octave_steps.executable(abstract(net.params), float_image(shapes[i]),
                                     jax.ShapeDtypeStruct((iter_n, 2), jnp.int32), objective,
                                     jax.ShapeDtypeStruct((), jnp.float32), extent if padded else None, **steps)
-    deprocessed.executable(float_image(shapes[0]))
 
 
 def check_tile(net, tile, end):

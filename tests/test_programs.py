@@ -91,6 +91,6 @@ def test_a_users_own_objective_is_compiled_but_never_kept_on_disk(net, photo, tm
     img = np.float32(np.resize(load_image(photo), (97, 203, 3)))     # a bucket no other test compiles
     kept = lambda: len(list((tmp_path / 'executables').iterdir()))
     deepdream(net, img, iter_n=1, octave_n=1, objective=mine)
-    assert kept() == 2                   # preprocess and deprocess, not the steps with `mine`
+    assert kept() == 4                   # pre- and deprocess, adding and taking out the detail; not the steps
     deepdream(net, img, iter_n=1, octave_n=1, objective=objective_L2)
-    assert kept() == 3                   # the steps with objective_L2
+    assert kept() == 5                   # the steps with objective_L2
