@@ -102,9 +102,9 @@ class BuildClock:
 def host_and_device(net, img):
     """A steady dream's wall time, its host work and its device work.
 
-    Host work is what the calling thread itself spends on the CPU (time.thread_time): Python, dispatch,
-    the few eager array operations. XLA runs the programs on threads of its own, so their work is not in
-    it; device work is every program the dream ran, run again alone and waited for."""
+    Host work is what the calling thread itself spends on the CPU (time.thread_time): Python and
+    dispatch. XLA runs the programs on threads of its own, so their work is not in it; device work is
+    every program the dream ran, run again alone and waited for."""
     import jax
     from classicdream import programs
     calls, call = [], programs.Program.__call__
@@ -316,8 +316,8 @@ def table(caffe, results):
                      '"of peak" is GFLOP/s over it.')
         lines.append(f'- {plat.upper()} breakdown. Steady dream: {r["steady_wall"]:.3g} s wall; device work '
                      f'{r["device_work"]:.3g} s (each program it ran, timed alone); host work '
-                     f'{r["host_work"] * 1e3:.0f} ms (the calling thread\'s own CPU time: Python, dispatch, eager '
-                     f'operations). Building programs, summed over the compile '
+                     f'{r["host_work"] * 1e3:.0f} ms (the calling thread\'s own CPU time: Python and dispatch). '
+                     f'Building programs, summed over the compile '
                      f'pool\'s threads: {builds(r["cold_builds"])} in the first run; {builds(r["warm_builds"])} in '
                      f'the warm process; {builds(r["newsize_builds"])} at the new size; a second layer '
                      f'({SECOND_END}) in the same process: {r["second_end"]:.3g} s, {builds(r["second_end_builds"])}.')
