@@ -7,8 +7,7 @@ max-pool gradients to the first maximum of each window. All arithmetic is float3
 TF32 on a GPU would break parity with Caffe.
 """
 from dataclasses import dataclass
-import functools
-from functools import partial
+from functools import partial, reduce
 
 import math
 
@@ -103,7 +102,7 @@ def _max_pool_fwd(x, kernel, strides, padding, out):
     offsets = [(i, j) for i in range(kernel[0]) for j in range(kernel[1])]
     at = [lax.slice(padded, (0, i, j, 0), (x.shape[0], i + span[0], j + span[1], x.shape[3]), (1, *strides, 1))
           for i, j in offsets]
-    y = functools.reduce(jnp.maximum, at)
+    y = reduce(jnp.maximum, at)
     index = jnp.int8 if len(offsets) < 128 else jnp.int32
     first = jnp.full(y.shape, len(offsets), index)
     for k in reversed(range(len(offsets))):
