@@ -117,26 +117,25 @@ def _max_pool_bwd(kernel, strides, padding, out, residuals, g):
     scatter, or a padded scatter per kernel offset, which writes one input-sized array per offset.
     """
     first, shape = residuals
-    (top, bottom), (left, right) = padding
-    size = (top + shape[1] + bottom, left + shape[2] + right)
-    dx = windows_to_input(kernel, strides, out, size,
-                          lambda i, j, back: jnp.where(back(first, -1) == i * kernel[1] + j, back(g), 0.0))
-    return (dx[:, top:top + shape[1], left:left + shape[2]],)
+    return (windows_to_input(kernel, strides, padding, out, shape[1:3],
+                             lambda i, j, back: jnp.where(back(first, -1) == i * kernel[1] + j, back(g), 0.0)),)
 
 
-def windows_to_input(kernel, strides, out, size, term, axis=-3):
+def windows_to_input(kernel, strides, padding, out, size, term, axis=-3):
     """What windows send back to the input positions they cover, summed there: a gather in one pass.
 
-    Position t = s·m + r (stride s, phase r) lies at offset a = s·d + r of window m - d, for each d that
-    keeps a inside the kernel. `term(i, j, back)` is what the windows send from offset (i, j), built from
-    window-resolution arrays read through `back(array, fill)`, which lines window m - d up with phase
-    position m. Each phase is a sum of a few shifted window-sized arrays, and the phases interleave by a
-    reshape into the padded input of spatial `size`, so XLA fuses it into one loop over the input.
-    The arrays' spatial axes are `axis` (counted from the end) and the one after it.
+    Position t = s·m + r (stride s, phase r) of the padded input lies at offset a = s·d + r of window
+    m - d, for each d that keeps a inside the kernel. `term(i, j, back)` is what the windows send from
+    offset (i, j), built from window-resolution arrays read through `back(array, fill)`, which lines
+    window m - d up with phase position m. Each phase is a sum of a few shifted window-sized arrays, and
+    the phases interleave by a reshape, so XLA fuses it into one loop over the input; the result is cut
+    to the unpadded input of spatial `size`. The arrays' spatial axes are `axis` (counted from the end)
+    and the one after it.
     """
     (s0, s1), (k0, k1) = strides, kernel
+    padded = [low + n + high for n, (low, high) in zip(size, padding)]
     reach = [-(-k // s) - 1 for k, s in zip(kernel, strides)]          # windows back to look
-    phases = [-(-n // s) for n, s in zip(size, strides)]                 # a phase's length
+    phases = [-(-n // s) for n, s in zip(padded, strides)]               # a phase's length
 
     def shifted(d, e):
         def back(a, fill=0.0, spatial=axis):    # a[m - d, n - e] at [m, n]; one pad for every (d, e)
@@ -155,7 +154,10 @@ def windows_to_input(kernel, strides, out, size, term, axis=-3):
     rows = [[phase(r, q) for q in range(s1)] for r in range(s0)]
     at = rows[0][0].ndim + axis
     x = jnp.stack([jnp.stack(row, at + 2) for row in rows], at + 1)     # [..., m, r, n, q, ...]
-    return x.reshape(*x.shape[:at], phases[0] * s0, phases[1] * s1, *x.shape[at + 4:])
+    x = x.reshape(*x.shape[:at], phases[0] * s0, phases[1] * s1, *x.shape[at + 4:])
+    (top, _), (left, _) = padding
+    x = lax.slice_in_dim(x, top, top + size[0], axis=at)
+    return lax.slice_in_dim(x, left, left + size[1], axis=at + 1)
 
 
 max_pool_nhwc.defvjp(_max_pool_fwd, _max_pool_bwd)
@@ -177,10 +179,10 @@ def _conv(node, x, w, b=None):
         # a matrix product over channels, with the weights as ONNX holds them (O, I): neither it nor its
         # gradient copies them into another layout at every step, as a 1x1 convolution would
         y = lax.dot_general(x, w[:, :, 0, 0], (((3,), (1,)), ((), ())), precision=HIGHEST)
-        return y if b is None else y + b
-    w = jnp.transpose(w, (2, 3, 1, 0))                                   # ONNX's OIHW → HWIO
-    # grouped: JAX's own gradient, which XLA:CPU runs slowly inside a loop
-    y = conv_nhwc(x, w, *geometry) if group == 1 else _lax_conv(x, w, *geometry, group)
+    else:
+        w = jnp.transpose(w, (2, 3, 1, 0))                               # ONNX's OIHW → HWIO
+        # grouped: JAX's own gradient, which XLA:CPU runs slowly inside a loop
+        y = conv_nhwc(x, w, *geometry) if group == 1 else _lax_conv(x, w, *geometry, group)
     return y if b is None else y + b
 
 
@@ -229,14 +231,13 @@ def _strided_input_gradient(shape, w, strides, padding, g):
     step this way). Each output position's gradient times the kernel is what it sends back to its
     receptive field; windows_to_input sums that onto the input.
     """
-    (kh, kw, c, k), ((top, bottom), (left, right)) = w.shape, padding
+    kh, kw, c, k = w.shape
     cols = lax.dot_general(g, w.reshape(kh * kw * c, k), (((3,), (1,)), ((), ())), precision=HIGHEST)
     cols = cols.reshape(*g.shape[:3], kh, kw, c)
-    size = (top + shape[1] + bottom, left + shape[2] + right)
     # gathered into channel planes: few channels (conv1's 3) make a poor innermost axis for XLA's loops
-    dx = windows_to_input((kh, kw), strides, g.shape[1:3], size, axis=-2,
+    dx = windows_to_input((kh, kw), strides, padding, g.shape[1:3], shape[1:3], axis=-2,
                           term=lambda i, j, back: jnp.moveaxis(back(cols, spatial=-5)[..., i, j, :], -1, 0))
-    return jnp.transpose(dx, (1, 2, 3, 0))[:, top:top + shape[1], left:left + shape[2]]
+    return jnp.transpose(dx, (1, 2, 3, 0))
 
 
 def _input_gradient_padding(size, kernel, stride, dilation, pad_before, out):
