@@ -1,149 +1,23 @@
-"""The command line (python-fire): dream, guide, visualize, zoom, atlas, layers, models, convert.
+"""The command line (python-fire): dream, guide, visualize, zoom, video, atlas, serve, layers, models, convert.
 
 Every user mistake (a bad file, a bad parameter, an unknown layer, an output path that cannot be
 written) ends as one line on stderr and exit status 2: no traceback, and no file of the user's is
 overwritten: an output path is written only if it is new or holds an earlier classicdream result.
 """
 import copy
-import math
 import os
-import re
 import sys
-from collections import Counter
 from pathlib import Path
 
 import fire
 import numpy as np
 
-from . import __version__, memory
-from .dream import DEFAULT_END, check_octaves, check_tile, deepdream, for_display, objective_guide, random_state, \
-    skip_dreams, zoom_frame
+from .dream import DEFAULT_END, check_octaves, for_display, objective_guide, random_state, skip_dreams, zoom_frame
+from .dreamer import Dreamer, UserError, flag, number, parse_size, slug
 from .files import atomic_write
-from .images import check_writable, contact_sheet, decode_image, encode_image, holds_recipe, load_image, \
-    recipe_or_none, same_file, save_image, write_encoded
-from .objectives import CLASS_END, check_channels, find_class, noise_image, objective_channel, objective_class, \
-    objective_weighted, synset_words
-
-
-class UserError(Exception):
-    """Bad input from the user: printed as one line, exit status 2, no traceback."""
-
-
-def _number(name, value, kind, minimum, allow_equal=False):
-    """A parameter as int or float, refusing text, NaN, infinities and values at or below `minimum`."""
-    if isinstance(value, bool):
-        raise UserError(f'--{name} must be a number, got {value}')
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise UserError(f'--{name} must be a number, got {value!r}') from None
-    if not math.isfinite(number):
-        raise UserError(f'--{name} must be a finite number, got {value!r}')
-    if kind is int:
-        if number != int(number):
-            raise UserError(f'--{name} must be a whole number, got {value!r}')
-        number = int(number)
-    if number < minimum or (number == minimum and not allow_equal):
-        bound = f'at least {minimum}' if allow_equal else f'greater than {minimum}'
-        raise UserError(f'--{name} must be {bound}, got {value!r}')
-    return number
-
-
-def _seed(seed):
-    """An int seed for np.random.RandomState, or 'random' for one drawn from the OS (and reported)."""
-    if str(seed).lower() == 'random':
-        return int.from_bytes(os.urandom(4), 'little')
-    seed = _number('seed', seed, int, 0, allow_equal=True)
-    if seed >= 2 ** 32:
-        raise UserError(f'--seed must be below 2**32, got {seed}')
-    return seed
-
-
-def _flag(name, value):
-    if isinstance(value, bool):
-        return value
-    if str(value).lower() in ('true', 'false'):
-        return str(value).lower() == 'true'
-    raise UserError(f'--{name} must be True or False, got {value!r}')
-
-
-# What no file name may hold: path separators, control characters, what Windows refuses, and the lone
-# surrogates that stand for undecodable bytes in a POSIX file name.
-REFUSED = re.compile(r'[/\\\x00-\x1f\x7f-\x9f<>:"|?*\ud800-\udfff]+')
-
-
-def _slug(text, limit=120):
-    """`text` as part of a file name: letters and digits of every script kept, each run of refused
-    characters one '-', and at most `limit` bytes, so a long input name still makes a valid output name."""
-    text = REFUSED.sub('-', str(text)).strip('-. ')
-    while len(text.encode()) > limit:
-        text = text[:-1]
-    return text.rstrip('-. ')
-
-
-def _parse_end(spec):
-    """--end as (layer, None), or for 'layer:weight,layer:weight' (several layers) (layers, weights)."""
-    if isinstance(spec, (tuple, list)):
-        spec = ','.join(map(str, spec))
-    parts = [p.strip() for p in str(spec).split(',') if p.strip()]
-    if not parts:
-        raise UserError('--end must name a layer')
-    layers, weights = [], []
-    for part in parts:
-        layer, colon, weight = part.partition(':')
-        layers.append(layer.strip())
-        try:
-            weights.append(float(weight) if colon else 1.0)
-        except ValueError:
-            raise UserError(f'--end: the weight of {layer} must be a number, got {weight!r}') from None
-        if not math.isfinite(weights[-1]):
-            raise UserError(f'--end: the weight of {layer} must be finite, got {weight!r}')
-    if len(set(layers)) != len(layers):
-        raise UserError(f'--end names a layer twice: {spec}')
-    if len(layers) == 1:
-        return layers[0], None
-    if not any(weights):
-        raise UserError('--end: at least one weight must be non-zero')
-    return tuple(layers), tuple(weights)
-
-
-def _channels(value):
-    """--channel=42 or --channel=42,43 (fire reads the latter as a tuple) as a tuple of ints, or None."""
-    if value is None:
-        return None
-    items = value if isinstance(value, (tuple, list)) else str(value).split(',')
-    return tuple(_number('channel', c, int, 0, allow_equal=True) for c in items)
-
-
-def _size(name, value):
-    """WxH (or N for a square) as (height, width)."""
-    w, x, h = str(value).lower().partition('x')
-    return (_number(name, h or w, int, 1, allow_equal=True), _number(name, w, int, 1, allow_equal=True))
-
-
-def _image_files(folder):
-    """The files in `folder` that PIL can name as images, sorted; hidden files are left out."""
-    from PIL import Image
-    extensions = Image.registered_extensions()
-    return sorted(p for p in Path(folder).iterdir()
-                  if p.is_file() and not p.name.startswith('.') and p.suffix.lower() in extensions)
-
-
-def _output_folder(folder):
-    """Create an output folder (and its parents), refusing a path that is a file."""
-    if folder.exists() and not folder.is_dir():
-        raise UserError(f'{folder}: exists and is not a folder')
-    folder.mkdir(parents=True, exist_ok=True)
-
-
-def _check_output(out, inputs):
-    """Refuse, before any work, an output that would replace an input or a file that is not ours."""
-    check_writable(out)
-    for path in inputs:
-        if same_file(out, path):
-            raise UserError(f'{out}: the output would overwrite the input {path}; choose another --out')
-    if os.path.exists(out) and recipe_or_none(out) is None:
-        raise UserError(f'{out}: exists and is not a classicdream result; not overwriting it')
+from .images import load_image, same_file, save_image
+from .objectives import CLASS_END, find_class, noise_image, objective_class, synset_words
+from .outputs import check_video_output, output, output_folder
 
 
 def _paths(*names):
@@ -151,156 +25,12 @@ def _paths(*names):
     return fire.decorators.SetParseFns(**dict.fromkeys(names, str))
 
 
-class Dreamer:
-    """Shared option handling for the commands that dream; holds the net once it is loaded."""
-
-    def __init__(self, end, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, quiet, channel=None,
-                 tile=None):
-        self.end, self.weights = _parse_end(end)
-        self.end_spec = ','.join(f'{e}:{w:g}' for e, w in zip(self.end, self.weights)) if self.weights \
-            else self.end
-        self.channels = _channels(channel)
-        if self.channels and self.weights:
-            raise UserError('--channel goes with one --end layer, not several')
-        self.iter_n = _number('iter_n', iter_n, int, 1, allow_equal=True)
-        self.octave_n = _number('octave_n', octave_n, int, 1, allow_equal=True)
-        self.octave_scale = _number('octave_scale', octave_scale, float, 1.0, allow_equal=True)
-        self.step_size = _number('step_size', step_size, float, 0.0)
-        self.jitter = _number('jitter', jitter, int, 0, allow_equal=True)
-        self.clip = _flag('clip', clip)
-        self.seed = _seed(seed)
-        self.tile = None if tile is None else _number('tile', tile, int, 0, allow_equal=True)   # 0: never
-        self.quiet = bool(quiet)
-        self._net = None
-
-    def __getstate__(self):
-        """A copy for a cluster worker, which loads the net itself (once) rather than receive it."""
-        return dict(self.__dict__, _net=None)
-
-    @property
-    def net(self):
-        if self._net is None:
-            from . import load_net
-            self._net = load_net()
-            self.check()
-        return self._net
-
-    def check(self):
-        """Unknown layers, channels and too-small tiles fail now, in one line, before any dreaming."""
-        self.net.tensor(self.end)
-        if self.channels:
-            check_channels(self.net, self.end, self.channels)
-        check_tile(self.net, self.tile or None, self.end)
-
-    def at(self, end):
-        """The same options, dreaming at another layer."""
-        other = copy.copy(self)
-        other.end = other.end_spec = end
-        other.check()
-        return other
-
-    def fitted(self, shape):
-        """These options, with a tile where an image of `shape` would not fit in memory untiled.
-
-        Without --tile the largest tile that fits is chosen and said on stderr (the recipe records it);
-        a --tile the user gave (--tile=0: never tile) that would not fit is refused, naming one that does.
-        """
-        budget = memory.budget()
-        need = memory.estimate(self.net, shape, self.octave_n, self.octave_scale, self.end, self.tile or None)
-        if budget is None or need <= budget:
-            return self
-        tile = memory.largest_tile(self.net, shape, self.octave_n, self.octave_scale, self.end, budget)
-        what = (f'{shape[1]}x{shape[0]} at {self.end_spec} needs about {memory.gigabytes(need)} '
-                f'{"with --tile=" + str(self.tile) if self.tile else "untiled"}, and '
-                f'{memory.gigabytes(budget)} is available')
-        if tile is None:
-            raise UserError(f'{what}; even the smallest tile would not fit: use a smaller image')
-        if self.tile is not None:
-            raise UserError(f'{what}: use --tile={tile} (the largest that fits) or a smaller image')
-        print(f'classicdream: {what}: dreaming in tiles of {tile}x{tile} (--tile={tile})', file=sys.stderr)
-        other = copy.copy(self)
-        other.tile = tile
-        return other
-
-    def objective(self):
-        if self.channels:
-            return objective_channel(self.channels)
-        if self.weights:
-            return objective_weighted(self.weights)
-        return None
-
-    def recipe(self, **extra):
-        options = dict(channel=list(self.channels)) if self.channels else {}
-        if self.tile:
-            options['tile'] = self.tile
-        return dict(classicdream=__version__, end=self.end_spec, iter_n=self.iter_n, octave_n=self.octave_n,
-                    octave_scale=self.octave_scale, step_size=self.step_size, jitter=self.jitter,
-                    clip=self.clip, seed=self.seed, model_sha256=self.net.sha256, **options, **extra)
-
-    def name(self):
-        """The layer part of a default output name: dreams/sky_inception_4c-output_c42_s0.jpg."""
-        channels = f'_c{"-".join(map(str, self.channels))}' if self.channels else ''
-        return _slug(self.end_spec.replace('/', '-')) + channels
-
-    def dream(self, img, rng, objective=None, label=''):
-        # deepdream checks this too; checking first keeps the error to one line, before a progress bar opens
-        check_octaves(self.net, img.shape, self.octave_n, self.octave_scale, self.end)
-        bar = None
-        if not self.quiet:
-            from tqdm import tqdm
-            bar = tqdm(total=self.octave_n * self.iter_n, unit='step', file=sys.stderr, desc=label or 'dream')
-
-        def progress(octave, size):
-            bar.set_postfix_str(f'octave {octave + 1}/{self.octave_n} {size[1]}x{size[0]} {self.end_spec}')
-            bar.update(self.iter_n)
-        objective = objective if objective is not None else self.objective()
-        extra = {} if objective is None else {'objective': objective}
-        try:
-            return deepdream(self.net, img, iter_n=self.iter_n, octave_n=self.octave_n,
-                             octave_scale=self.octave_scale, end=self.end, clip=self.clip, seed=rng,
-                             step_size=self.step_size, jitter=self.jitter, tile=self.tile or None,
-                             progress=progress if bar else None, **extra)
-        except Exception as e:          # noqa: BLE001 -- XLA's error class has moved between jax versions
-            if not memory.is_exhaustion(e):
-                raise
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise UserError(f'out of memory dreaming {img.shape[1]}x{img.shape[0]} at {self.end_spec} ({reason}): '
-                            f'try a smaller --tile or a smaller image') from None
-        finally:
-            if bar:
-                bar.close()
-
-    def encoded(self, img, recipe, label=''):
-        """The dream of `img` (seed `self.seed`) as JPEG bytes carrying `recipe`: what a worker returns."""
-        return encode_image(for_display(self.dream(img, random_state(self.seed), label=label), self.clip),
-                            'JPEG', recipe)
-
-
-def _dream_file(d, previous, img, recipe, label, tile):
-    """One image of a folder: a task for cluster.runner."""
-    return _tiled(d, tile).encoded(img, recipe, label)
-
-
-def _dream_layer(d, previous, layer, img, recipe, tile):
-    """One layer of an atlas: a task for cluster.runner."""
-    return _tiled(d.at(layer), tile).encoded(img, recipe, layer)
-
-
-def _tiled(d, tile):
-    """`d` with the tile that `fitted` chose where the command runs (workers share their tool: one net)."""
-    if tile == d.tile:
-        return d
-    other = copy.copy(d)
-    other.tile = tile
-    return other
-
-
 def _cluster_options(cluster, workers):
     """--cluster and --workers, checked; --workers alone makes no sense."""
     if workers is not None:
         if cluster is None:
             raise UserError('--workers goes with --cluster')
-        workers = _number('workers', workers, int, 1, allow_equal=True)
+        workers = number('workers', workers, int, 1, allow_equal=True)
     if cluster is not None and not (str(cluster) in ('local', 'auto') or str(cluster).startswith('ray://')):
         raise UserError(f'--cluster must be local, auto or ray://HOST:PORT, got {cluster!r}')
     return cluster, workers
@@ -328,6 +58,7 @@ class Commands:
     classicdream zoom IMG --frames=N [--mp4=PATH]      the notebook's zooming frames, and a video
     classicdream video SRC [--out=PATH] [--blend=0.5]  dream every frame of a video, keep its sound
     classicdream atlas IMG [--layers=A,B,...]          the same image dreamed at every layer, on one sheet
+    classicdream serve [--port=7860]                   the dream page in the browser (classicdream[web])
     classicdream layers                                every layer you can dream on, with its shape
     classicdream models                                build models/bvlc_googlenet.onnx
     classicdream convert DEPLOY WEIGHTS OUT            convert any Caffe net to ONNX
@@ -346,18 +77,19 @@ class Commands:
         if img is not None and os.path.isdir(str(img)):
             if out is not None:
                 raise UserError(f'{img} is a folder: give --outdir for its dreams, not --out')
-            return _dream_folder(d, Path(str(img)), Path(str(outdir)) if outdir else None, cluster, workers)
+            from .folder import dream_folder
+            return dream_folder(d, Path(str(img)), Path(str(outdir)) if outdir else None, cluster, workers)
         if cluster is not None:
             raise UserError('--cluster is for a folder of images (or an atlas, or a video), not one image')
         if outdir is not None:
             raise UserError('--outdir is for a folder of images; give --out for one image')
         rng = random_state(d.seed)
         if noise is not None:
-            h, w = _size('noise', noise)
+            h, w = parse_size('noise', noise)
             name, inputs, base = f'noise{w}x{h}', [], noise_image(h, w, rng)
         else:
             name, inputs, base = Path(str(img)).name, [img], load_image(img)
-        out = _output(out, f'{_slug(Path(name).stem)}_{d.name()}_s{d.seed}.jpg', inputs)
+        out = output(out, d.default_name(name), inputs)
         d = d.fitted(base.shape)
         result = d.dream(base, rng, label=name)
         save_image(out, for_display(result, d.clip), d.recipe(command='dream', input=name))
@@ -370,8 +102,7 @@ class Commands:
         if d.weights:
             raise UserError('guide dreams at one --end layer')
         base, guide_img = load_image(img), load_image(guide)
-        out = _output(out, f'{_slug(Path(str(img)).stem)}_guide-{_slug(Path(str(guide)).stem)}_'
-                           f'{d.name()}_s{d.seed}.jpg', [img, guide])
+        out = output(out, d.default_name(img, guide), [img, guide])
         check_octaves(d.net, guide_img.shape, 1, 1.0, d.end)
         objective = objective_guide(d.net, guide_img, d.end)
         d = d.fitted(base.shape)
@@ -400,9 +131,9 @@ class Commands:
         if img is not None:
             name, inputs, base = Path(str(img)).name, [img], load_image(img)
         else:
-            h, w = _size('size', size)
+            h, w = parse_size('size', size)
             name, inputs, base = f'noise{w}x{h}', [], noise_image(h, w, rng)
-        out = _output(out, f'class{index}_{_slug(label)}_s{d.seed}.jpg', inputs)
+        out = output(out, f'class{index}_{slug(label)}_s{d.seed}.jpg', inputs)
         d = d.fitted(base.shape)
         result = d.dream(base, rng, objective_class(d.net, index), label=label)
         save_image(out, for_display(result, d.clip),
@@ -413,17 +144,17 @@ class Commands:
     def zoom(self, img, frames, scale=0.05, outdir=None, mp4=None, fps=25, end=DEFAULT_END, iter_n=10,
              octave_n=4, octave_scale=1.4, step_size=1.5, jitter=32, clip=True, seed=0, quiet=False):
         d = Dreamer(end, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, quiet)
-        frames = _number('frames', frames, int, 1, allow_equal=True)
-        scale = _number('scale', scale, float, 0.0)
+        frames = number('frames', frames, int, 1, allow_equal=True)
+        scale = number('scale', scale, float, 0.0)
         if scale >= 1:
             raise UserError(f'--scale must be below 1, got {scale}')
-        fps = _number('fps', fps, float, 0.0)
+        fps = number('fps', fps, float, 0.0)
         if mp4 is not None:
-            _check_video_output(str(mp4))
-        outdir = Path(outdir or f'frames/{_slug(Path(str(img)).stem)}')
+            check_video_output(str(mp4))
+        outdir = Path(outdir or f'frames/{slug(Path(str(img)).stem)}')
         frame = load_image(img)
         d = d.fitted(frame.shape)
-        _output_folder(outdir)
+        output_folder(outdir)
         done = sorted(int(p.stem) for p in outdir.glob('[0-9][0-9][0-9][0-9].jpg'))
         start = done[-1] + 1 if done else 0
         state = outdir / '.zoom-state.npz'          # the float frame: resuming from a JPEG would drift
@@ -462,27 +193,27 @@ class Commands:
         from .video import open_clip, write_mp4
         d = Dreamer(end, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, quiet, channel, tile)
         cluster, workers = _cluster_options(cluster, workers)
-        blend = _number('blend', blend, float, 0, allow_equal=True)
+        blend = number('blend', blend, float, 0, allow_equal=True)
         if blend >= 1:
             raise UserError(f'--blend must be below 1, got {blend}')
-        flow = _flag('flow', flow)
+        flow = flag('flow', flow)
         if flow and not blend:
             raise UserError('--flow moves the previous dream before blending: give --blend too')
-        start = _number('start', start, float, 0, allow_equal=True)
-        stop = None if stop is None else _number('stop', stop, float, 0)
-        fps = None if fps is None else _number('fps', fps, float, 0)
+        start = number('start', start, float, 0, allow_equal=True)
+        stop = None if stop is None else number('stop', stop, float, 0)
+        fps = None if fps is None else number('fps', fps, float, 0)
         name = Path(str(src)).name
         if out is None:
             os.makedirs('dreams', exist_ok=True)
-        out = str(out or Path('dreams') / f'{_slug(Path(name).stem)}_{d.name()}_s{d.seed}.mp4')
-        _check_video_output(out, '--out')
+        out = str(out or Path('dreams') / d.default_name(name, ext='mp4'))
+        check_video_output(out, '--out')
         if same_file(out, str(src)):
             raise UserError(f'{out}: the output would overwrite the input; choose another --out')
         source = open_clip(str(src), start, stop, fps)
         check_octaves(d.net, source.size[::-1], d.octave_n, d.octave_scale, d.end)
         d = d.fitted((*source.size[::-1], 3))
-        outdir = Path(outdir or f'frames/{_slug(Path(out).stem)}')
-        _output_folder(outdir)
+        outdir = Path(outdir or f'frames/{slug(Path(out).stem)}')
+        output_folder(outdir)
         options = dict(command='video', input=name, start=start, stop=stop, fps=source.fps, blend=blend, flow=flow)
         bar = None
         if not d.quiet:
@@ -505,37 +236,22 @@ class Commands:
     @_paths('img', 'outdir')
     def atlas(self, img, layers=None, outdir=None, thumb=256, cluster=None, workers=None, iter_n=10, octave_n=4,
               octave_scale=1.4, step_size=1.5, jitter=32, clip=True, seed=0, quiet=False):
-        from .cluster import runner
+        from .atlas import atlas, layer_list
         cluster, workers = _cluster_options(cluster, workers)
         d = Dreamer(DEFAULT_END, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, quiet)
-        thumb = _number('thumb', thumb, int, 16, allow_equal=True)
-        base, name = load_image(img), Path(str(img)).name
-        layers = _layer_list(layers) if layers is not None else atlas_layers(d.net)
-        dreamers = [d.at(layer).fitted(base.shape) for layer in layers]
-        for each in dreamers:
-            check_octaves(d.net, base.shape, each.octave_n, each.octave_scale, each.end)
-        outdir = Path(outdir or f'atlas/{_slug(Path(name).stem)}')
-        _output_folder(outdir)
-        sheet = str(outdir / 'atlas.jpg')
-        _check_output(sheet, [img])
-        dreams, paths, lanes = {}, {}, []
-        for i, each in enumerate(dreamers):
-            paths[i], recipe = str(outdir / f'{i:02d}_{each.name()}.jpg'), each.recipe(command='atlas', input=name)
-            if holds_recipe(paths[i], recipe):               # done in an earlier, interrupted run
-                dreams[i] = load_image(paths[i])
-                continue
-            _check_output(paths[i], [img])
-            lanes.append((None, [(i, (each.end, base, recipe, each.tile))]))
-        with runner(cluster, d, workers) as pool:
-            for i, result in pool.run(_dream_layer, lanes):
-                if isinstance(result, Exception):
-                    raise UserError(f'{layers[i]}: {result}')
-                write_encoded(paths[i], result)
-                dreams[i] = decode_image(result, paths[i])
-                print(paths[i])
-        save_image(sheet, contact_sheet([dreams[i] for i in range(len(layers))], layers, thumb),
-                   dict(d.recipe(command='atlas', input=name), end=None, layers=list(layers)))
-        print(sheet)
+        thumb = number('thumb', thumb, int, 16, allow_equal=True)
+        atlas(d, img, layer_list(layers) if layers is not None else None, outdir, thumb, cluster, workers)
+
+    def serve(self, port=7860, host='127.0.0.1', max_upload='50MB', warm=True):
+        """The dream page: http://localhost:7860/ (pip install 'classicdream[web]').
+
+        Upload an image, pick a layer and the notebook's options, watch each octave as it is made, and
+        download the file `classicdream dream` would write. Visitors' dreams run one at a time, in turn.
+          --host=127.0.0.1   only this machine; --host=0.0.0.0 serves every network (said on stderr)
+          --max_upload=50MB  larger uploads are refused
+          --warm=True        build the default dream's programs at start, for the first visitor"""
+        from .serve import serve
+        serve(port, host, max_upload, warm)
 
     def layers(self, height=224, width=224):
         """Every layer you can dream on (--end), in network order, with its output shape for one input.
@@ -544,7 +260,7 @@ class Commands:
         pycaffe's forward(end=...) did in the notebook; --end=its ReLU the values after it."""
         from . import load_net
         net = load_net()
-        shapes = net.shapes(_number('height', height, int, 1, True), _number('width', width, int, 1, True))
+        shapes = net.shapes(number('height', height, int, 1, True), number('width', width, int, 1, True))
         for layer, tensor, blob in net.layers[1:]:
             note = f'  (in place on {blob})' if layer != blob else ''
             shape = 'x'.join(map(str, shapes[layer])) if shapes[layer] else 'too small'
@@ -554,7 +270,7 @@ class Commands:
         """Build models/bvlc_googlenet.onnx from the first source present (your caffemodel, the local
         mirror, or a hash-checked download) and say which one was used."""
         from .models import build
-        print(build(force=_flag('force', force)))
+        print(build(force=flag('force', force)))
 
     def convert(self, deploy, weights, out):
         """Convert a Caffe net to ONNX: DEPLOY.prototxt WEIGHTS.caffemodel (or Caffe-layout .npz) OUT.onnx.
@@ -608,88 +324,6 @@ labelled contact sheet, OUTDIR/atlas.jpg (default atlas/<image>/), beside the si
   --thumb=256        width of each picture on the sheet
   --cluster=local|auto|ray://HOST:PORT   one Ray task per layer (classicdream[cluster]); --workers=N
 Resumable: dreams already in OUTDIR with the same recipe are not dreamed again.''')
-
-
-def atlas_layers(net):
-    """Every ReLU and concat output in network order: each stage of how the net sees, conv1 to inception_5b."""
-    ops = {node.output: node.op for node in net.nodes}
-    return [layer for layer, tensor, _ in net.layers if ops.get(tensor) in ('Relu', 'Concat')]
-
-
-def _layer_list(value):
-    layers = value if isinstance(value, (tuple, list)) else str(value).split(',')
-    layers = [str(layer).strip() for layer in layers if str(layer).strip()]
-    if not layers:
-        raise UserError('--layers must name at least one layer')
-    return layers
-
-
-def _dream_folder(d, folder, outdir, cluster=None, workers=None):
-    """Dream every image in `folder` into `outdir`, here or on a cluster: skip those already done with
-    this recipe, report a failure per file and go on, and fail (one line, exit 2) at the end if any did."""
-    from .cluster import runner
-    images = _image_files(folder)
-    if not images:
-        raise UserError(f'{folder}: no images in this folder')
-    outdir = outdir or Path('dreams') / _slug(folder.resolve().name)
-    _output_folder(outdir)
-    d.check()                                         # a bad --end fails once, not once per image
-    stems = Counter(p.stem for p in images)
-    outs, skipped, failed = {}, 0, []
-
-    def fail(path, e):
-        failed.append(path.name)
-        print(f'classicdream: {path}: {e}', file=sys.stderr)
-
-    def lanes():                                      # images are read as workers become free
-        nonlocal skipped
-        for path in images:
-            out = outs[path] = outdir / f'{path.stem if stems[path.stem] == 1 else path.name}.jpg'
-            recipe = d.recipe(command='dream', input=path.name)
-            if holds_recipe(out, recipe):
-                skipped += 1
-                continue
-            try:
-                _check_output(str(out), [str(path)])
-                img = load_image(path)
-                each = d.fitted(img.shape)
-            except (UserError, ValueError) as e:
-                fail(path, e)
-                continue
-            yield None, [(path, (img, each.recipe(command='dream', input=path.name), path.name, each.tile))]
-    dreamed = 0
-    with runner(cluster, d, workers) as pool:
-        for path, result in pool.run(_dream_file, lanes()):
-            if isinstance(result, Exception):           # one bad file must not stop the others
-                fail(path, result)
-                continue
-            write_encoded(outs[path], result)
-            dreamed += 1
-            print(outs[path])
-    summary = f'{dreamed} dreamed, {skipped} already done, {len(failed)} failed'
-    if failed:
-        raise UserError(f'{summary}: {", ".join(failed)}')
-    print(summary, file=sys.stderr)
-
-
-def _check_video_output(out, option='--mp4'):
-    if not out.lower().endswith('.mp4'):
-        raise UserError(f'{out}: {option} must name a .mp4 file')
-    folder = os.path.dirname(out) or '.'
-    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
-        raise UserError(f'{out}: folder {folder!r} does not exist or is not writable')
-    from .video import is_ours
-    if os.path.isdir(out) or (os.path.exists(out) and not is_ours(out)):
-        raise UserError(f'{out}: exists and is not a classicdream video; not overwriting it')
-
-
-def _output(out, default_name, inputs):
-    """The output path: --out as given, or dreams/DEFAULT_NAME (that folder is ours to create); checked."""
-    if out is None:
-        os.makedirs('dreams', exist_ok=True)
-        out = os.path.join('dreams', default_name)
-    _check_output(str(out), [str(p) for p in inputs])
-    return str(out)
 
 
 def main(argv=None):

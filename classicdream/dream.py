@@ -197,8 +197,9 @@ def deepdream(net, base_img, iter_n=10, octave_n=4, octave_scale=1.4, end=DEFAUL
     Returns the float HWC RGB image, as the notebook did. `seed` is an int (the notebook's
     np.random.seed), a RandomState to continue (the zoom loop does), or None for a random seed.
     `end` is a layer, or a tuple of layers for an objective that weighs several (objective_weighted).
-    `step_params` are make_step's: step_size (1.5) and jitter (32). `progress(octave, size)` is
-    called after each octave, for progress bars. `tile` (pixels) computes the gradient of octaves
+    `step_params` are make_step's: step_size (1.5) and jitter (32). `progress(octave, size, image)` is
+    called after each octave, for progress bars and live views: `image()` is the dream so far, at that
+    octave's size, as the float HWC RGB image the dream returns; an exception it raises stops the dream. `tile` (pixels) computes the gradient of octaves
     larger than tile x tile in tiles, to bound memory; an octave it covers runs exactly as untiled.
     """
     rng = random_state(seed)
@@ -238,7 +239,7 @@ def deepdream(net, base_img, iter_n=10, octave_n=4, octave_scale=1.4, end=DEFAUL
                                extents[i] if padded else None, **steps)
         if progress:
             jax.block_until_ready(src)
-            progress(octave, (h, w))
+            progress(octave, (h, w), lambda src=src, h=h, w=w: np.asarray(deprocessed(src))[:h, :w])
         # extract details produced on the current octave
         detail = subtracted(src, octave_base)
     # returning the resulting image
@@ -293,6 +294,15 @@ def ask_ahead(net, shapes, extents, tiled, padded, iter_n, objective, steps):
             octave_steps.executable(abstract(net.params), float_image(shapes[i]),
                                     jax.ShapeDtypeStruct((iter_n, 2), jnp.int32), objective,
                                     jax.ShapeDtypeStruct((), jnp.float32), extent if padded else None, **steps)
+
+
+def ask_for(net, shape, iter_n=10, octave_n=4, octave_scale=1.4, end=DEFAULT_END, clip=True, objective=objective_L2,
+            tile=None):
+    """Have the programs of deepdream(net, an image of `shape`, ...) built in the pool, without dreaming:
+    a server warms up so before its first visitor."""
+    sizes, shapes, tiled, padded = octave_shapes(net, shape, octave_n, octave_scale, end, tile)
+    ask_ahead(net, shapes, [np.int32(size) for size in sizes], tiled, padded, iter_n, as_objective(objective),
+              dict(nodes=net.nodes, end=net.tensor(end), clip=clip))
 
 
 def check_tile(net, tile, end):

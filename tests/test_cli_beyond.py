@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from classicdream.cli import atlas_layers
+from classicdream.atlas import atlas_layers
 from classicdream.images import load_image, read_recipe
 from conftest import FAST, assert_one_line_error, run
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from classicdream.cli import Dreamer
+from classicdream.dreamer import Dreamer
 from classicdream.images import load_image, read_recipe
 from classicdream.video import open_clip
 from conftest import FAST, assert_one_line_error, run

@@ -1,0 +1,267 @@
+"""The dreaming options, checked once, and the net they dream with: what every front end shares.
+
+The command line, the page (serve.py) and the cluster workers each hold a ``Dreamer``: options parsed
+and refused in one line (``UserError``), the net loaded once, a tile chosen where memory would not
+hold the dream, the recipe that goes into every result, and the progress of a dream as it runs.
+"""
+import copy
+import math
+import os
+import re
+import sys
+from pathlib import Path
+
+from . import __version__, memory
+from .dream import check_octaves, check_tile, deepdream, for_display, random_state
+from .images import encode_image
+from .objectives import check_channels, objective_channel, objective_weighted
+
+
+class UserError(Exception):
+    """Bad input from the user: printed as one line (exit status 2 on the command line), no traceback."""
+
+
+def number(name, value, kind, minimum, allow_equal=False):
+    """A parameter as int or float, refusing text, NaN, infinities and values at or below `minimum`."""
+    if isinstance(value, bool):
+        raise UserError(f'--{name} must be a number, got {value}')
+    try:
+        result = float(value)
+    except (TypeError, ValueError):
+        raise UserError(f'--{name} must be a number, got {value!r}') from None
+    if not math.isfinite(result):
+        raise UserError(f'--{name} must be a finite number, got {value!r}')
+    if kind is int:
+        if result != int(result):
+            raise UserError(f'--{name} must be a whole number, got {value!r}')
+        result = int(result)
+    if result < minimum or (result == minimum and not allow_equal):
+        bound = f'at least {minimum}' if allow_equal else f'greater than {minimum}'
+        raise UserError(f'--{name} must be {bound}, got {value!r}')
+    return result
+
+
+def seed_of(seed):
+    """An int seed for np.random.RandomState, or 'random' for one drawn from the OS (and reported)."""
+    if str(seed).strip().lower() == 'random':
+        return int.from_bytes(os.urandom(4), 'little')
+    seed = number('seed', seed, int, 0, allow_equal=True)
+    if seed >= 2 ** 32:
+        raise UserError(f'--seed must be below 2**32, got {seed}')
+    return seed
+
+
+def flag(name, value):
+    if isinstance(value, bool):
+        return value
+    if str(value).lower() in ('true', 'false'):
+        return str(value).lower() == 'true'
+    raise UserError(f'--{name} must be True or False, got {value!r}')
+
+
+def parse_end(spec):
+    """--end as (layer, None), or for 'layer:weight,layer:weight' (several layers) (layers, weights)."""
+    if isinstance(spec, (tuple, list)):
+        spec = ','.join(map(str, spec))
+    parts = [p.strip() for p in str(spec).split(',') if p.strip()]
+    if not parts:
+        raise UserError('--end must name a layer')
+    layers, weights = [], []
+    for part in parts:
+        layer, colon, weight = part.partition(':')
+        layers.append(layer.strip())
+        try:
+            weights.append(float(weight) if colon else 1.0)
+        except ValueError:
+            raise UserError(f'--end: the weight of {layer} must be a number, got {weight!r}') from None
+        if not math.isfinite(weights[-1]):
+            raise UserError(f'--end: the weight of {layer} must be finite, got {weight!r}')
+    if len(set(layers)) != len(layers):
+        raise UserError(f'--end names a layer twice: {spec}')
+    if len(layers) == 1:
+        return layers[0], None
+    if not any(weights):
+        raise UserError('--end: at least one weight must be non-zero')
+    return tuple(layers), tuple(weights)
+
+
+def parse_channels(value):
+    """--channel=42 or --channel=42,43 (fire reads the latter as a tuple) as a tuple of ints, or None."""
+    if value is None:
+        return None
+    items = value if isinstance(value, (tuple, list)) else str(value).split(',')
+    return tuple(number('channel', c, int, 0, allow_equal=True) for c in items)
+
+
+def parse_size(name, value):
+    """WxH (or N for a square) as (height, width)."""
+    w, x, h = str(value).lower().partition('x')
+    return (number(name, h or w, int, 1, allow_equal=True), number(name, w, int, 1, allow_equal=True))
+
+
+# What no file name may hold: path separators, control characters, what Windows refuses, and the lone
+# surrogates that stand for undecodable bytes in a POSIX file name.
+REFUSED = re.compile(r'[/\\\x00-\x1f\x7f-\x9f<>:"|?*\ud800-\udfff]+')
+
+
+def slug(text, limit=120):
+    """`text` as part of a file name: letters and digits of every script kept, each run of refused
+    characters one '-', and at most `limit` bytes, so a long input name still makes a valid output name."""
+    text = REFUSED.sub('-', str(text)).strip('-. ')
+    while len(text.encode()) > limit:
+        text = text[:-1]
+    return text.rstrip('-. ')
+
+
+class Dreamer:
+    """The options of the commands that dream, checked; holds the net once it is loaded."""
+
+    def __init__(self, end, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, quiet, channel=None,
+                 tile=None):
+        self.end, self.weights = parse_end(end)
+        self.end_spec = ','.join(f'{e}:{w:g}' for e, w in zip(self.end, self.weights)) if self.weights \
+            else self.end
+        self.channels = parse_channels(channel)
+        if self.channels and self.weights:
+            raise UserError('--channel goes with one --end layer, not several')
+        self.iter_n = number('iter_n', iter_n, int, 1, allow_equal=True)
+        self.octave_n = number('octave_n', octave_n, int, 1, allow_equal=True)
+        self.octave_scale = number('octave_scale', octave_scale, float, 1.0, allow_equal=True)
+        self.step_size = number('step_size', step_size, float, 0.0)
+        self.jitter = number('jitter', jitter, int, 0, allow_equal=True)
+        self.clip = flag('clip', clip)
+        self.seed = seed_of(seed)
+        self.tile = None if tile is None else number('tile', tile, int, 0, allow_equal=True)   # 0: never
+        self.quiet = bool(quiet)
+        self._net = None
+
+    def __getstate__(self):
+        """A copy for a cluster worker, which loads the net itself (once) rather than receive it."""
+        return dict(self.__dict__, _net=None)
+
+    @property
+    def net(self):
+        if self._net is None:
+            from . import load_net
+            self._net = load_net()
+            self.check()
+        return self._net
+
+    def using(self, net):
+        """These options on a net already loaded (the page holds one for every visitor), checked."""
+        other = copy.copy(self)
+        other._net = net
+        other.check()
+        return other
+
+    def check(self):
+        """Unknown layers, channels and too-small tiles fail now, in one line, before any dreaming."""
+        self.net.tensor(self.end)
+        if self.channels:
+            check_channels(self.net, self.end, self.channels)
+        check_tile(self.net, self.tile or None, self.end)
+
+    def at(self, end):
+        """The same options, dreaming at another layer."""
+        other = copy.copy(self)
+        other.end = other.end_spec = end
+        other.check()
+        return other
+
+    def fitted(self, shape, say=None):
+        """These options, with a tile where an image of `shape` would not fit in memory untiled.
+
+        Without --tile the largest tile that fits is chosen and said (on stderr, or to `say`; the recipe
+        records it); a --tile the user gave (--tile=0: never tile) that would not fit is refused, naming
+        one that does.
+        """
+        budget = memory.budget()
+        need = memory.estimate(self.net, shape, self.octave_n, self.octave_scale, self.end, self.tile or None)
+        if budget is None or need <= budget:
+            return self
+        tile = memory.largest_tile(self.net, shape, self.octave_n, self.octave_scale, self.end, budget)
+        what = (f'{shape[1]}x{shape[0]} at {self.end_spec} needs about {memory.gigabytes(need)} '
+                f'{"with --tile=" + str(self.tile) if self.tile else "untiled"}, and '
+                f'{memory.gigabytes(budget)} is available')
+        if tile is None:
+            raise UserError(f'{what}; even the smallest tile would not fit: use a smaller image')
+        if self.tile is not None:
+            raise UserError(f'{what}: use --tile={tile} (the largest that fits) or a smaller image')
+        (say or (lambda line: print(f'classicdream: {line}', file=sys.stderr)))(
+            f'{what}: dreaming in tiles of {tile}x{tile} (--tile={tile})')
+        other = copy.copy(self)
+        other.tile = tile
+        return other
+
+    def objective(self):
+        if self.channels:
+            return objective_channel(self.channels)
+        if self.weights:
+            return objective_weighted(self.weights)
+        return None
+
+    def recipe(self, **extra):
+        options = dict(channel=list(self.channels)) if self.channels else {}
+        if self.tile:
+            options['tile'] = self.tile
+        return dict(classicdream=__version__, end=self.end_spec, iter_n=self.iter_n, octave_n=self.octave_n,
+                    octave_scale=self.octave_scale, step_size=self.step_size, jitter=self.jitter,
+                    clip=self.clip, seed=self.seed, model_sha256=self.net.sha256, **options, **extra)
+
+    def name(self):
+        """The layer part of a default output name: dreams/sky_inception_4c-output_c42_s0.jpg."""
+        channels = f'_c{"-".join(map(str, self.channels))}' if self.channels else ''
+        return slug(self.end_spec.replace('/', '-')) + channels
+
+    def default_name(self, image, guide=None, ext='jpg'):
+        """A result's file name from its input's: sky_inception_4c-output_s0.jpg, sky_guide-flowers_..."""
+        guided = f'_guide-{slug(Path(str(guide)).stem)}' if guide is not None else ''
+        return f'{slug(Path(str(image)).stem)}{guided}_{self.name()}_s{self.seed}.{ext}'
+
+    def dream(self, img, rng, objective=None, label='', on_octave=None):
+        """deepdream with these options: a progress bar on stderr unless quiet, and `on_octave(octave,
+        size, image)` after each octave (`image()` gives it, as the page's live view shows it), which
+        may raise to stop the dream there. Running out of memory is a UserError."""
+        # deepdream checks this too; checking first keeps the error to one line, before a progress bar opens
+        check_octaves(self.net, img.shape, self.octave_n, self.octave_scale, self.end)
+        bar = None
+        if not self.quiet:
+            from tqdm import tqdm
+            bar = tqdm(total=self.octave_n * self.iter_n, unit='step', file=sys.stderr, desc=label or 'dream')
+
+        def progress(octave, size, image):
+            if bar:
+                bar.set_postfix_str(f'octave {octave + 1}/{self.octave_n} {size[1]}x{size[0]} {self.end_spec}')
+                bar.update(self.iter_n)
+            if on_octave:
+                on_octave(octave, size, lambda: for_display(image(), self.clip))
+        objective = objective if objective is not None else self.objective()
+        extra = {} if objective is None else {'objective': objective}
+        try:
+            return deepdream(self.net, img, iter_n=self.iter_n, octave_n=self.octave_n,
+                             octave_scale=self.octave_scale, end=self.end, clip=self.clip, seed=rng,
+                             step_size=self.step_size, jitter=self.jitter, tile=self.tile or None,
+                             progress=progress if bar or on_octave else None, **extra)
+        except Exception as e:          # noqa: BLE001 -- XLA's error class has moved between jax versions
+            if not memory.is_exhaustion(e):
+                raise
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UserError(f'out of memory dreaming {img.shape[1]}x{img.shape[0]} at {self.end_spec} ({reason}): '
+                            f'try a smaller --tile or a smaller image') from None
+        finally:
+            if bar:
+                bar.close()
+
+    def encoded(self, img, recipe, label='', fmt='JPEG', objective=None, on_octave=None):
+        """The dream of `img` (seed `self.seed`) as the bytes of a JPEG (or PNG) carrying `recipe`: what a
+        worker returns, and what the page offers for download."""
+        dream = self.dream(img, random_state(self.seed), objective, label, on_octave)
+        return encode_image(for_display(dream, self.clip), fmt, recipe)
+
+    def tiled(self, tile):
+        """These options with the tile that `fitted` chose where the command runs (workers share one net)."""
+        if tile == self.tile:
+            return self
+        other = copy.copy(self)
+        other.tile = tile
+        return other
