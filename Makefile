@@ -7,7 +7,7 @@ MODEL  := models/bvlc_googlenet.onnx
 # Options passed through to `classicdream dream` when set: make dream IMG=sky.jpg END=inception_3b/output SEED=1
 # Their values reach the command through the environment, verbatim: make expands none of them ($(value)),
 # and the shell only substitutes "$$VAR", so quotes, $, backticks and spaces in a file name stay text.
-DREAM_VARS := IMG OUT END SEED ITER_N OCTAVE_N OCTAVE_SCALE STEP_SIZE JITTER TILE
+DREAM_VARS := IMG OUT END SEED ITER_N OCTAVE_N OCTAVE_SCALE STEP_SIZE JITTER TILE PORT
 $(foreach v,$(DREAM_VARS),$(eval override $v := $$(value $v)))
 export $(DREAM_VARS)
 DREAM_OPTS = $(if $(IMG),--img="$$IMG") $(if $(OUT),--out="$$OUT") $(if $(END),--end="$$END") \
@@ -15,7 +15,7 @@ DREAM_OPTS = $(if $(IMG),--img="$$IMG") $(if $(OUT),--out="$$OUT") $(if $(END),-
 	$(if $(OCTAVE_SCALE),--octave_scale="$$OCTAVE_SCALE") $(if $(STEP_SIZE),--step_size="$$STEP_SIZE") \
 	$(if $(JITTER),--jitter="$$JITTER") $(if $(TILE),--tile="$$TILE")
 
-.PHONY: setup models test dream clean reference bench bench-video
+.PHONY: setup browser models test dream serve clean reference bench bench-video
 
 setup: $(VENV)/.installed
 
@@ -24,6 +24,13 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
+
+# Debian's Chromium and its driver, for the page's browser tests (tests/test_serve.py), where missing.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  command -v apt-get >/dev/null || { echo 'no apt-get: install Chromium and chromedriver yourself' >&2; exit 1; }; \
+	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -q && \
+	  $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -q chromium chromium-driver; }
 
 models: $(MODEL)
 
@@ -36,6 +43,10 @@ test: models
 dream: models
 	@test -n "$$IMG" || { echo 'usage: make dream IMG=path/to/image.jpg [OUT=... END=... SEED=...]' >&2; exit 2; }
 	$(PY) -m classicdream dream $(DREAM_OPTS)
+
+# The dream page at http://localhost:7860/ (PORT=... to change it)
+serve: models
+	$(PY) -m classicdream serve $(if $(PORT),--port="$$PORT")
 
 # Real Caffe (CPU) and a bvlc_googlenet.caffemodel, built once into $CLASSICDREAM_CACHE/caffe (~/.cache/classicdream).
 reference:

@@ -199,8 +199,9 @@ def deepdream(net, base_img, iter_n=10, octave_n=4, octave_scale=1.4, end=DEFAUL
     `end` is a layer, or a tuple of layers for an objective that weighs several (objective_weighted).
     `step_params` are make_step's: step_size (1.5) and jitter (32). `progress(octave, size, image)` is
     called after each octave, for progress bars and live views: `image()` is the dream so far, at that
-    octave's size, as the float HWC RGB image the dream returns; an exception it raises stops the dream. `tile` (pixels) computes the gradient of octaves
-    larger than tile x tile in tiles, to bound memory; an octave it covers runs exactly as untiled.
+    octave's size, as the float HWC RGB image the dream returns; an exception it raises stops the dream.
+    `tile` (pixels) computes the gradient of octaves larger than tile x tile in tiles, to bound memory; an
+    octave it covers runs exactly as untiled.
     """
     rng = random_state(seed)
     jitter = step_params.pop('jitter', 32)

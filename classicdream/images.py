@@ -51,7 +51,7 @@ def _to_rgb(im):
     return np.repeat(grey[:, :, None], 3, axis=2)
 
 
-def load_image(path):
+def load_image(path, name=None):
     """Read an image file as a float32 (H, W, 3) RGB array with values 0..255.
 
     For an 8-bit RGB file this is exactly the notebook's ``np.float32(PIL.Image.open(path))``.
@@ -69,8 +69,9 @@ def load_image(path):
 
     Raises ImageError for a missing, unreadable, empty, non-image, truncated or corrupt file, and
     for an image of more than ``PIL.Image.MAX_IMAGE_PIXELS`` pixels (PIL's decompression-bomb limit).
+    Its message names the file as `name` (default: the path), so the page names an upload as sent.
     """
-    name = _name(path)
+    name = name or _name(path)
     try:
         st = os.stat(path)
     except FileNotFoundError:

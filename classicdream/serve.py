@@ -1,0 +1,333 @@
+"""The dream page: `classicdream serve`, a Gradio page over the same Dreamer the command line uses.
+
+A visitor uploads an image (or takes the notebook's sky), picks a layer and the notebook's options, and
+watches the dream grow octave by octave; the result downloads as exactly the file `classicdream dream`
+writes, recipe inside. Dreams run one at a time on the device (jobs.Device), in the order asked, and the
+page says how many are ahead. The net is loaded once, at start, for every visitor.
+
+What a visitor sends is data, never a path: uploads arrive in Gradio's own cache, results are written
+under names the server makes, and a bad upload or option is one line on the page while the server goes on.
+Gradio is imported only here (`pip install 'classicdream[web]'`).
+"""
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .atlas import atlas_layers
+from .dream import DEFAULT_END, ask_for, check_octaves, objective_guide
+from .dreamer import Dreamer, UserError, flag, number, slug
+from .images import ImageError, load_image, recipe_or_none
+from .jobs import Cancelled, Device
+
+DATA = Path(__file__).resolve().parent / 'data'
+SKY = DATA / 'sky1024px.jpg'                   # the notebook's own input
+THUMBS = DATA / 'thumbs'                       # each atlas layer's dream of the sky (data/README.md)
+LOCAL = ('127.0.0.1', 'localhost', '::1')
+RESULTS_KEPT_S = 3600                          # results (and uploads, in Gradio's cache) older are removed
+PREVIEW_PIXELS = 1024                          # an input is previewed at most this wide and high
+
+DEFAULTS = dict(end=DEFAULT_END, iter_n=10, octave_n=4, octave_scale=1.4, step_size=1.5, jitter=32, clip=True,
+                seed='0', channel='', tile='')
+
+
+def parse_bytes(name, value):
+    """50MB, 1.5G, 800k or a number of bytes, as bytes."""
+    text = str(value).strip().upper().removesuffix('B')
+    scale = {'K': 2 ** 10, 'M': 2 ** 20, 'G': 2 ** 30}.get(text[-1:], 1)
+    return int(number(name, text[:-1] if scale > 1 else text, float, 0) * scale)
+
+
+def thumbnail_of(layer):
+    path = THUMBS / f'{slug(layer.replace("/", "-"))}.jpg'
+    return path if path.exists() else None
+
+
+def _line(e):
+    """An exception as the one line the page shows, as the command line would print it."""
+    text = ' '.join(str(e).split()) or type(e).__name__
+    return f'classicdream: error: {text}'
+
+
+def _preview(img):
+    """An input image as uint8 for the page, scaled down to fit PREVIEW_PIXELS."""
+    from PIL import Image
+    im = Image.fromarray(np.uint8(np.clip(img, 0, 255)))
+    im.thumbnail((PREVIEW_PIXELS, PREVIEW_PIXELS))
+    return np.asarray(im)
+
+
+class Page:
+    """What the page does, apart from how it looks: checks a visitor's request, queues its dream on the
+    device, and turns the dream's events into what the page shows."""
+
+    def __init__(self, net, device, results):
+        self.net, self.device, self.results = net, device, Path(results)
+
+    def dreamer(self, layer, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, channel, tile):
+        """The page's fields as a checked Dreamer on the page's net; empty channel and tile are unset."""
+        blank = lambda v: v is None or str(v).strip() == ''              # noqa: E731
+        d = Dreamer(layer if not blank(layer) else DEFAULT_END, iter_n, octave_n, octave_scale, step_size,
+                    jitter, clip, seed, True, None if blank(channel) else str(channel),
+                    None if blank(tile) else tile)
+        return d.using(self.net)
+
+    def request(self, image, guide, fmt, notes, **options):
+        """A visitor's dream, checked before it queues: (work for the device, its Dreamer, the result's name,
+        recipe)."""
+        if not image:
+            raise UserError('upload an image first (or press "The notebook\'s sky")')
+        fmt = str(fmt or 'JPEG').upper()
+        if fmt not in ('JPEG', 'PNG'):
+            raise UserError(f'the format must be JPEG or PNG, got {fmt!r}')
+        d = self.dreamer(**options)
+        name = Path(image).name
+        img = load_image(image, name)
+        if guide:
+            if d.weights:
+                raise UserError('a guided dream goes with one layer')
+            guide_img = load_image(guide, Path(guide).name)
+            check_octaves(self.net, guide_img.shape, 1, 1.0, d.end)
+        check_octaves(self.net, img.shape, d.octave_n, d.octave_scale, d.end)
+        d = d.fitted(img.shape, say=notes.append)
+        extra = dict(guide=Path(guide).name) if guide else {}
+        recipe = d.recipe(command='guide' if guide else 'dream', input=name, **extra)
+        out = d.default_name(name, guide, 'png' if fmt == 'PNG' else 'jpg')
+
+        def work(on_octave):
+            objective = objective_guide(self.net, guide_img, d.end) if guide else None
+            return d.encoded(img, recipe, name, fmt, objective, on_octave)
+        return work, d, out, recipe
+
+    def save(self, job, out, data):
+        """Write a result under the server's own folder, one folder per job; drop those kept long enough."""
+        now = time.time()
+        for old in self.results.iterdir():
+            if now - old.stat().st_mtime > RESULTS_KEPT_S:
+                shutil.rmtree(old, ignore_errors=True)
+        folder = self.results / str(job.id)
+        folder.mkdir()
+        (folder / out).write_bytes(data)
+        return str(folder / out)
+
+    def dream(self, image, guide, fmt, owner, **options):
+        """Yield (status, live image, octave images, result path, recipe) as the dream goes; a bad request
+        or a failed dream ends with ('error', line)."""
+        notes = []
+        try:
+            work, d, out, recipe = self.request(image, guide, fmt, notes, **options)
+        except (UserError, ValueError, OSError) as e:
+            yield 'error', _line(e)
+            return
+        started = time.monotonic()
+        job = self.device.submit(work, owner)
+        octaves, note = [], ''.join(f'{n}. ' for n in notes)
+        try:
+            for event in job.events():
+                if event[0] == 'waiting':
+                    ahead = event[1]
+                    yield 'waiting', ahead, f'{note}Waiting: {ahead} dream{"s" if ahead != 1 else ""} ahead ' \
+                                            f'of yours on this device.'
+                elif event[0] == 'octave':
+                    _, octave, (h, w), image_now = event
+                    live = np.uint8(np.clip(image_now, 0, 255))
+                    octaves.append((live, f'octave {octave + 1}: {w}x{h}'))
+                    yield 'octave', (octave + 1, d.octave_n), live, list(octaves), \
+                        f'{note}Octave {octave + 1} of {d.octave_n} done ({w}x{h}, {time.monotonic() - started:.1f} s).'
+                elif event[0] == 'done':
+                    path = self.save(job, out, event[1])
+                    yield 'done', path, recipe, f'{note}Done in {time.monotonic() - started:.1f} s: seed {d.seed}, ' \
+                                                f'{Path(path).name} (the recipe is inside the file).'
+                else:
+                    error = event[1]
+                    if isinstance(error, Cancelled):
+                        yield 'cancelled', f'Cancelled ({error}).'
+                    else:
+                        if not isinstance(error, (UserError, ValueError, OSError)):
+                            print(f'classicdream serve: {type(error).__name__}: {error}', file=sys.stderr)
+                        yield 'error', _line(error)
+        finally:
+            job.cancel()                  # the visitor left or pressed Stop: free the device at the next octave
+
+    def from_recipe(self, path):
+        """The page's fields from a dreamed file's recipe, and a line saying what was set."""
+        recipe = recipe_or_none(path)
+        if not recipe:
+            raise UserError(f'{Path(path).name}: holds no classicdream recipe')
+        fields = {key: recipe[key] for key in ('iter_n', 'octave_n', 'octave_scale', 'step_size', 'jitter', 'clip',
+                                               'seed') if key in recipe}
+        fields['end'] = recipe.get('end') or DEFAULT_END
+        fields['channel'] = ','.join(map(str, recipe.get('channel', [])))
+        fields['tile'] = str(recipe['tile']) if recipe.get('tile') else ''
+        fields['seed'] = str(fields.get('seed', 0))
+        source = recipe.get('input')
+        said = f'Recipe of {Path(path).name} set: {recipe.get("command", "dream")} {source}'
+        if recipe.get('guide'):
+            said += f', guided by {recipe["guide"]} (upload it as the guide)'
+        if recipe.get('model_sha256') not in (None, self.net.sha256):
+            said += '; it was dreamed with another model, so the result may differ'
+        return fields, source, said
+
+
+def page(net, device, results, max_upload):
+    """The Gradio Blocks of the dream page."""
+    os.environ.setdefault('GRADIO_ANALYTICS_ENABLED', 'False')
+    import gradio as gr
+    p = Page(net, device, results)
+    layers = [layer for layer, _, _ in net.layers[1:]]
+    thumbs = [(str(thumbnail_of(layer)), layer) for layer in atlas_layers(net) if thumbnail_of(layer)]
+    megabytes = f'{max_upload / 2 ** 20:g} MB'
+
+    with gr.Blocks(title='classicdream', analytics_enabled=False, delete_cache=(600, RESULTS_KEPT_S)) as blocks:
+        gr.Markdown('# classicdream\nGoogle\'s 2015 DeepDream notebook, the same maths as on Caffe. Upload an '
+                    'image, pick a layer, press **Dream**, and watch it grow octave by octave. The result '
+                    'downloads as the file `classicdream dream` writes, its recipe inside.')
+        with gr.Row():
+            with gr.Column(scale=1):
+                image = gr.File(label=f'Image (JPEG, PNG, ...; up to {megabytes})', file_types=['image'],
+                                type='filepath', height=120, elem_id='image')
+                sky = gr.Button("The notebook's sky", size='sm', elem_id='sky')
+                shown = gr.Image(label='Input', interactive=False, height=200, elem_id='input')
+                end = gr.Dropdown(layers, value=DEFAULTS['end'], label='Layer (--end)', elem_id='end',
+                                  allow_custom_value=True, info='what the dream amplifies; the thumbnails show '
+                                  'each layer\'s dream of the sky: click one to pick it')
+                gallery = gr.Gallery(thumbs, label='Layers', columns=6, height=220, allow_preview=False,
+                                     interactive=False, elem_id='thumbs')
+                with gr.Row():
+                    iter_n = gr.Slider(1, 100, DEFAULTS['iter_n'], step=1, label='iter_n (steps per octave)',
+                                       elem_id='iter_n')
+                    octave_n = gr.Slider(1, 10, DEFAULTS['octave_n'], step=1, label='octave_n', elem_id='octave_n')
+                with gr.Row():
+                    octave_scale = gr.Number(DEFAULTS['octave_scale'], label='octave_scale', elem_id='octave_scale')
+                    step_size = gr.Number(DEFAULTS['step_size'], label='step_size', elem_id='step_size')
+                    jitter = gr.Slider(0, 128, DEFAULTS['jitter'], step=1, label='jitter', elem_id='jitter')
+                with gr.Row():
+                    seed = gr.Textbox(DEFAULTS['seed'], label='seed (a number, or random)', elem_id='seed')
+                    clip = gr.Checkbox(DEFAULTS['clip'], label='clip', elem_id='clip')
+                    fmt = gr.Radio(['JPEG', 'PNG'], value='JPEG', label='file', elem_id='fmt')
+                with gr.Accordion('More: channel, tile, guide image', open=False):
+                    channel = gr.Textbox(DEFAULTS['channel'], label='channel (e.g. 42, or 42,43; empty: all)',
+                                         elem_id='channel')
+                    tile = gr.Textbox(DEFAULTS['tile'], label='tile (pixels; empty: automatic, 0: never)',
+                                      elem_id='tile')
+                    guide = gr.File(label='Guide image (the notebook\'s objective_guide)', file_types=['image'],
+                                    type='filepath', elem_id='guide')
+                with gr.Row():
+                    go = gr.Button('Dream', variant='primary', elem_id='dream')
+                    stop = gr.Button('Stop', variant='stop', elem_id='stop')
+                recipe_file = gr.File(label='Dream again: drop a classicdream result here to take its recipe',
+                                      type='filepath', height=100, elem_id='recipe_file')
+            with gr.Column(scale=2):
+                status = gr.Markdown('Ready.', label='status', elem_id='status')
+                live = gr.Image(label='The dream so far', interactive=False, format='png', elem_id='live')
+                octaves = gr.Gallery(label='Each octave as it was made', columns=4, height=160, interactive=False,
+                                     elem_id='octaves')
+                result = gr.File(label='Result (recipe inside)', interactive=False, height=80, elem_id='result')
+                recipe = gr.JSON(label='Recipe', elem_id='recipe')
+
+        options = [end, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, channel, tile]
+
+        def show_input(path):
+            if not path:
+                return None, 'Ready.'
+            try:
+                img = load_image(path, Path(path).name)
+            except (ImageError, OSError) as e:
+                return None, _line(e)
+            return _preview(img), f'{Path(path).name}: {img.shape[1]}x{img.shape[0]}.'
+        image.change(show_input, image, [shown, status], api_visibility='private')
+        sky.click(lambda: str(SKY), None, image, api_visibility='private')
+
+        def pick_layer(evt: gr.SelectData):
+            return thumbs[evt.index][1]
+        gallery.select(pick_layer, None, end, api_visibility='private')
+
+        def take_recipe(path, current):
+            if not path:
+                return [gr.update()] * (len(options) + 2)
+            try:
+                fields, source, said = p.from_recipe(path)
+            except UserError as e:
+                return [gr.update()] * (len(options) + 1) + [_line(e)]
+            picked = gr.update()
+            if source == SKY.name:
+                picked = str(SKY)
+            elif not current or Path(current).name != source:
+                said += f'; upload {source} to dream it again'
+            values = [fields.get(key, DEFAULTS[key]) for key in DEFAULTS]
+            return values + [picked, said + '.']
+        recipe_file.change(take_recipe, [recipe_file, image], options + [image, status], api_visibility='private')
+
+        def dream(image, layer, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, channel, tile,
+                  guide=None, fmt='JPEG', request: gr.Request = None, progress=gr.Progress()):
+            """Dream on `image` with the notebook's options; yields the live view as each octave is made."""
+            owner = getattr(request, 'session_hash', None)
+            live_now, gallery_now = None, []
+            for event in p.dream(image, guide, fmt, owner, layer=layer, iter_n=iter_n, octave_n=octave_n,
+                                 octave_scale=octave_scale, step_size=step_size, jitter=jitter, clip=clip,
+                                 seed=seed, channel=channel, tile=tile):
+                kind = event[0]
+                if kind == 'waiting':
+                    progress(0, desc=event[2])
+                    yield event[2], live_now, gallery_now, None, None
+                elif kind == 'octave':
+                    (done, total), live_now, gallery_now, said = event[1:]
+                    progress((done, total), desc='octaves', unit='octave')
+                    yield said, live_now, gallery_now, None, None
+                elif kind == 'done':
+                    yield event[3], live_now, gallery_now, event[1], event[2]
+                elif kind == 'cancelled':
+                    yield event[1], live_now, gallery_now, None, None
+                else:
+                    yield event[1], live_now, gallery_now, None, None
+                    raise gr.Error(event[1], print_exception=False)
+
+        run = go.click(dream, [image] + options + [guide, fmt], [status, live, octaves, result, recipe],
+                       api_name='dream', concurrency_limit=None, show_progress='minimal')
+
+        def cancel(request: gr.Request):
+            n = device.cancel(request.session_hash)
+            return 'Stopping at the end of this octave.' if n else 'Nothing to stop.'
+        stop.click(cancel, None, status, cancels=[run], api_visibility='private', queue=False)
+    return blocks
+
+
+def serve(port=7860, host='127.0.0.1', max_upload='50MB', warm=True):
+    """Start the page and serve until interrupted."""
+    port = number('port', port, int, 0)
+    max_upload = parse_bytes('max_upload', max_upload)
+    os.environ.setdefault('GRADIO_ANALYTICS_ENABLED', 'False')
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        raise UserError("the page needs Gradio: pip install 'classicdream[web]'") from None
+    if str(host) not in LOCAL:
+        print(f'classicdream: serving on {host}:{port}, not only this machine: anyone who can reach it can '
+              f'dream here and see the results', file=sys.stderr)
+    from . import load_net
+    net = load_net()
+    device = Device()
+    if flag('warm', warm):
+        warm_up(net)
+    results = tempfile.mkdtemp(prefix='classicdream-serve-')
+    try:
+        blocks = page(net, device, results, max_upload)
+        blocks.queue(default_concurrency_limit=None)
+        print(f'classicdream: the page is at http://{"localhost" if str(host) in LOCAL else host}:{port}/',
+              file=sys.stderr)
+        blocks.launch(server_name=str(host), server_port=port, max_file_size=max_upload, ssr_mode=False,
+                      allowed_paths=[str(DATA)], footer_links=['api'], quiet=True, show_error=False,
+                      mcp_server=False)
+    finally:
+        shutil.rmtree(results, ignore_errors=True)
+
+
+def warm_up(net):
+    """Have the programs of the default dream of the notebook's sky built (or loaded) in the background,
+    so that the first visitor, who most often dreams the defaults, finds them ready."""
+    ask_for(net, load_image(SKY).shape)
+
