@@ -85,11 +85,11 @@ def test_too_big_to_fit_is_tiled_automatically_and_said(capsys, tmp_path, shared
 
 def test_an_exhaustion_that_still_happens_is_one_line(capsys, tmp_path, photo, monkeypatch):
     """XLA's own RESOURCE_EXHAUSTED (an allocation no machine has), raised where the dream runs."""
-    import classicdream.cli as cli
+    import classicdream.dreamer as dreamer
 
     def exhausting(*args, **kwargs):
         return jnp.zeros((2 ** 60,), jnp.uint8).block_until_ready()
-    monkeypatch.setattr(cli, 'deepdream', exhausting)
+    monkeypatch.setattr(dreamer, 'deepdream', exhausting)
     code, _, err = run(capsys, 'dream', photo, f'--out={tmp_path / "o.jpg"}', *FAST)
     assert_one_line_error(code, err, 'out of memory', '96x64', 'RESOURCE_EXHAUSTED', '--tile')
     assert not (tmp_path / 'o.jpg').exists()
