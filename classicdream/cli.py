@@ -10,11 +10,9 @@ import sys
 from pathlib import Path
 
 import fire
-import numpy as np
 
-from .dream import DEFAULT_END, check_octaves, for_display, objective_guide, random_state, skip_dreams, zoom_frame
+from .dream import DEFAULT_END, check_octaves, for_display, objective_guide, random_state
 from .dreamer import Dreamer, UserError, flag, number, parse_size, slug
-from .files import atomic_write
 from .images import load_image, same_file, save_image
 from .objectives import CLASS_END, find_class, noise_image, objective_class, synset_words
 from .outputs import check_video_output, output, output_folder
@@ -140,8 +138,8 @@ class Commands:
                    d.recipe(command='visualize', input=name, class_index=index, class_name=label))
         print(out)
 
-    @_paths('img', 'outdir', 'mp4')
-    def zoom(self, img, frames, scale=0.05, outdir=None, mp4=None, fps=25, end=DEFAULT_END, iter_n=10,
+    @_paths('img', 'outdir', 'mp4', 'gif')
+    def zoom(self, img, frames, scale=0.05, outdir=None, mp4=None, gif=None, fps=25, end=DEFAULT_END, iter_n=10,
              octave_n=4, octave_scale=1.4, step_size=1.5, jitter=32, clip=True, seed=0, quiet=False):
         d = Dreamer(end, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, quiet)
         frames = number('frames', frames, int, 1, allow_equal=True)
@@ -151,43 +149,26 @@ class Commands:
         fps = number('fps', fps, float, 0.0)
         if mp4 is not None:
             check_video_output(str(mp4))
+        if gif is not None:
+            check_video_output(str(gif), '--gif', '.gif')
+        from .zoom import zoom
         outdir = Path(outdir or f'frames/{slug(Path(str(img)).stem)}')
-        frame = load_image(img)
+        name, frame = Path(str(img)).name, load_image(img)
         d = d.fitted(frame.shape)
-        output_folder(outdir)
-        done = sorted(int(p.stem) for p in outdir.glob('[0-9][0-9][0-9][0-9].jpg'))
-        start = done[-1] + 1 if done else 0
-        state = outdir / '.zoom-state.npz'          # the float frame: resuming from a JPEG would drift
-        rng = random_state(d.seed)
-        if start:
-            # Resume after the last frame written, replaying the random stream past the frames done.
-            saved = np.load(state) if state.exists() else None
-            if saved is not None and int(saved['frame']) == start - 1:
-                frame = saved['image']
-            else:
-                frame = load_image(outdir / f'{start - 1:04d}.jpg')
-            frame = zoom_frame(frame, scale)
-            skip_dreams(rng, start, d.iter_n, d.octave_n, d.jitter)
-            if not d.quiet and start < frames:
-                print(f'resuming at frame {start}', file=sys.stderr)
-        for frame_i in range(start, frames):
-            frame = d.dream(frame, rng, label=f'frame {frame_i:04d}')
-            path = outdir / f'{frame_i:04d}.jpg'
-            save_image(path, for_display(frame, d.clip),
-                       d.recipe(command='zoom', input=Path(str(img)).name, frame=frame_i, scale=scale))
-            atomic_write(state, lambda f: np.savez(f, frame=frame_i, image=frame))
-            print(path)
-            frame = zoom_frame(frame, scale)
+        paths = zoom(d, frame, name, frames, scale, outdir, lambda i, path: print(path),
+                     None if d.quiet else lambda line: print(line, file=sys.stderr))
+        recipe = d.recipe(command='zoom', input=name, frames=frames, scale=scale, fps=fps)
         if mp4 is not None:
             from .video import write_mp4
-            paths = [outdir / f'{i:04d}.jpg' for i in range(frames)]
-            print(write_mp4(paths, mp4, fps, d.recipe(command='zoom', input=Path(str(img)).name, frames=frames,
-                                                      scale=scale, fps=fps)))
+            print(write_mp4(paths, mp4, fps, recipe))
+        if gif is not None:
+            from .video import write_gif
+            print(write_gif(paths, gif, fps, recipe))
 
     @_paths('src', 'out', 'outdir')
-    def video(self, src, out=None, outdir=None, blend=0.0, flow=False, start=0, stop=None, fps=None, cluster=None,
-              workers=None, end=DEFAULT_END, channel=None, tile=None, iter_n=10, octave_n=4, octave_scale=1.4,
-              step_size=1.5, jitter=32, clip=True, seed=0, quiet=False):
+    def video(self, src, out=None, outdir=None, blend=0.0, flow=False, start=0, stop=None, fps=None, gif=False,
+              cluster=None, workers=None, end=DEFAULT_END, channel=None, tile=None, iter_n=10, octave_n=4,
+              octave_scale=1.4, step_size=1.5, jitter=32, clip=True, seed=0, quiet=False):
         from .clip import dream_clip
         from .cluster import runner
         from .video import open_clip, write_mp4
@@ -207,6 +188,9 @@ class Commands:
             os.makedirs('dreams', exist_ok=True)
         out = str(out or Path('dreams') / d.default_name(name, ext='mp4'))
         check_video_output(out, '--out')
+        gif = str(Path(out).with_suffix('.gif')) if flag('gif', gif) else None
+        if gif:
+            check_video_output(gif, '--gif', '.gif')
         if same_file(out, str(src)):
             raise UserError(f'{out}: the output would overwrite the input; choose another --out')
         source = open_clip(str(src), start, stop, fps)
@@ -231,7 +215,11 @@ class Commands:
         if failed:
             raise UserError(f'{len(failed)} of {source.frames} frames failed, the first: frame {failed[0][0]}: '
                             f'{failed[0][1]}')
-        print(write_mp4(paths, out, source.fps, d.recipe(frames=source.frames, **options), audio=source))
+        recipe = d.recipe(frames=source.frames, **options)
+        print(write_mp4(paths, out, source.fps, recipe, audio=source))
+        if gif:
+            from .video import write_gif
+            print(write_gif(paths, gif, source.fps, recipe))
 
     @_paths('img', 'outdir')
     def atlas(self, img, layers=None, outdir=None, thumb=256, cluster=None, workers=None, iter_n=10, octave_n=4,
@@ -306,7 +294,8 @@ Commands.zoom.__doc__ = _dream_options('''The notebook's zoom loop: dream, save 
 Frames are written as OUTDIR/0000.jpg, 0001.jpg, ... (default frames/<image>/). Resumable: run the
 same command again and it continues after the last frame, with the same random stream.
   --frames=N   number of frames     --scale=0.05   zoom per frame (the notebook's s)
-  --mp4=PATH   then encode frames 0..N-1 as an H.264 video (--fps=25)''')
+  --mp4=PATH   then encode frames 0..N-1 as an H.264 video (--fps=25)
+  --gif=PATH   and/or as a looping GIF at the same frame rate''')
 Commands.video.__doc__ = _dream_options('''Dream every frame of a video SRC (any file ffmpeg reads), keeping its sound.
 
 The dreams are encoded as H.264 at SRC's frame rate and size in --out=PATH.mp4 (default
@@ -315,6 +304,7 @@ their recipe. Resumable: run the same command again and it continues.
   --blend=0.5        start each frame from 0.5 * the previous dream + 0.5 * the frame (less flicker)
   --flow             move the previous dream along the optical flow first (classicdream[flow])
   --start=S --stop=S seconds of SRC to dream (--end stays the layer); --fps=N resamples
+  --gif              a looping GIF beside the mp4 (OUT.gif), at the same frame rate
   --cluster=local|auto|ray://HOST:PORT   dream on Ray workers (classicdream[cluster]); --workers=N
   --channel=42 --tile=512   as for dream''')
 Commands.atlas.__doc__ = _dream_options('''The layer tour: dream IMG at each layer and lay the dreams out on one

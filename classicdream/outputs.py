@@ -41,9 +41,11 @@ def output(out, default_name, inputs):
     return str(out)
 
 
-def check_video_output(out, option='--mp4'):
-    if not out.lower().endswith('.mp4'):
-        raise UserError(f'{out}: {option} must name a .mp4 file')
+def check_video_output(out, option='--mp4', suffix='.mp4'):
+    """Refuse a video (or GIF) path that is not `suffix`, is in no writable folder, or holds a file of
+    someone else's."""
+    if not out.lower().endswith(suffix):
+        raise UserError(f'{out}: {option} must name a {suffix} file')
     folder = os.path.dirname(out) or '.'
     if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
         raise UserError(f'{out}: folder {folder!r} does not exist or is not writable')

@@ -1,6 +1,6 @@
 """Video files in and out, with the ffmpeg that the imageio-ffmpeg wheel ships (no system ffmpeg needed):
 a clip's frames decoded as the dream's float arrays, and image files encoded as H.264, with a source's
-audio kept."""
+audio kept, or as a looping GIF."""
 import contextlib
 import json
 import os
@@ -141,6 +141,22 @@ def write_mp4(frames, out, fps=25, recipe=None, audio=None):
         tmp.unlink(missing_ok=True)
         muxed.unlink(missing_ok=True)
     return out
+
+
+def write_gif(frames, out, fps=25, recipe=None):
+    """Image files `frames` as a looping GIF in `out` at `fps` (GIF counts in hundredths of a second, so
+    25 fps is exact, 30 fps nearly), written atomically. Each frame gets its own 256-colour palette; the
+    recipe goes into the GIF's comment, as into the mp4's, so ``is_ours`` knows the file."""
+    from .files import atomic_write
+    images = [Image.open(path).convert('RGB') for path in frames]
+    for path, im in zip(frames, images):
+        if im.size != images[0].size:
+            raise ValueError(f'{path}: frame is {im.size[0]}x{im.size[1]}, the first was '
+                             f'{images[0].size[0]}x{images[0].size[1]}')
+    comment = MARKER + json.dumps(recipe or {}).encode()
+    atomic_write(out, lambda f: images[0].save(f, format='GIF', save_all=True, append_images=images[1:], loop=0,
+                                               duration=round(1000 / fps), comment=comment, optimize=False))
+    return Path(out)
 
 
 def is_ours(path):

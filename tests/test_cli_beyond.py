@@ -168,11 +168,33 @@ def test_zoom_mp4_never_replaces_a_file_that_is_not_ours(capsys, tmp_path, photo
     assert foreign.read_bytes() == b'someone else\'s video' and not (tmp_path / 'f').exists()
 
 
+def test_zoom_gif_loops_the_frames_at_the_frame_rate(capsys, tmp_path, photo):
+    frames, gif = tmp_path / 'frames', tmp_path / 'zoom.gif'
+    code, out, err = run(capsys, 'zoom', photo, '--frames=3', f'--outdir={frames}', f'--gif={gif}', '--fps=10', *FAST)
+    assert code == 0 and out.split()[-1] == str(gif), err
+    with Image.open(gif) as im:
+        assert (im.n_frames, im.size, im.info['loop'], im.info['duration']) == (3, (96, 64), 0, 100)
+        assert b'"command": "zoom"' in im.info['comment'] and b'"fps": 10' in im.info['comment']
+        for i in range(3):
+            im.seek(i)
+            shown = np.float32(im.convert('RGB'))
+            assert np.abs(shown - load_image(frames / f'{i:04d}.jpg')).mean() < 6     # 256 colours a frame
+    assert read_recipe(frames / '0002.jpg')['frame'] == 2
+    foreign = tmp_path / 'party.gif'
+    Image.new('RGB', (8, 8)).save(foreign)
+    before = foreign.read_bytes()
+    assert_one_line_error(*run(capsys, 'zoom', photo, '--frames=3', f'--outdir={frames}', f'--gif={foreign}',
+                               *FAST)[::2], 'not a classicdream video')
+    assert foreign.read_bytes() == before
+    assert_one_line_error(*run(capsys, 'zoom', photo, '--frames=3', f'--gif={tmp_path / "z.png"}', *FAST)[::2],
+                          '--gif must name a .gif file')
+
+
 @pytest.mark.parametrize('command, words', [
     ('visualize', ['--class=ladybug', 'synset_words']),
     ('atlas', ['--layers', 'contact sheet', '--cluster']),
-    ('zoom', ['--mp4']),
-    ('video', ['--blend', '--flow', '--stop', '--cluster']),
+    ('zoom', ['--mp4', '--gif']),
+    ('video', ['--blend', '--flow', '--stop', '--cluster', '--gif']),
     ('dream', ['--channel', '--noise', '--tile', '--outdir', '--cluster']),
 ])
 def test_help_for_every_new_option(command, words):

@@ -80,12 +80,18 @@ def test_video_resumes_to_the_same_frames(capsys, tmp_path, clip, monkeypatch):
 
 def test_start_stop_and_fps_cut_and_resample(capsys, tmp_path, clip):
     out = tmp_path / 'cut.mp4'
-    code, _, err = run(capsys, 'video', clip, f'--out={out}', f'--outdir={tmp_path / "f"}', '--start=0.5',
-                       '--stop=1.5', '--fps=5', *FAST)
+    code, stdout, err = run(capsys, 'video', clip, f'--out={out}', f'--outdir={tmp_path / "f"}', '--start=0.5',
+                            '--stop=1.5', '--fps=5', '--gif', *FAST)
     assert code == 0, err
     meta, video = probe(out)
     assert meta['fps'] == 5 and len(video) == 5 and abs(meta['duration'] - 1.0) <= 0.2
     assert 'audio_codec' in meta
+    gif = tmp_path / 'cut.gif'                             # --gif: the same frames, looping, at the same rate
+    assert stdout.split() == [str(out), str(gif)]
+    with Image.open(gif) as im:
+        assert (im.n_frames, im.info['loop'], im.info['duration']) == (5, 0, 200)
+        im.seek(4)
+        assert np.abs(np.float32(im.convert('RGB')) - load_image(tmp_path / 'f' / '00004.jpg')).mean() < 6
 
 
 @pytest.mark.parametrize('make, args, words', [
