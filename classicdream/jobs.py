@@ -15,10 +15,11 @@ class Cancelled(Exception):
 
 
 class Job:
-    """One dream. `work(on_octave)` does it, calling on_octave(octave, size, image) after each octave.
+    """One piece of device work: `work(job)` does it, calling job.report(kind, ...) as it goes (job.on_octave
+    after each octave of a dream), which raises Cancelled once the job is cancelled.
 
-    `events()` yields ('waiting', n ahead), ('octave', octave, size, image), then ('done', result) or
-    ('failed', exception), with ('waiting', ...) repeated every `poll` seconds while it waits."""
+    `events()` yields ('waiting', n ahead) while it waits (again every `poll` seconds if n changes), what
+    the work reports, then ('done', result) or ('failed', exception)."""
 
     def __init__(self, device, work, owner=None):
         self.device, self.work, self.owner = device, work, owner
@@ -32,6 +33,16 @@ class Job:
     @property
     def cancelled(self):
         return self._cancelled.is_set()
+
+    def report(self, kind, index, *details):
+        """Tell the visitor that `kind` number `index` (from 0) is done; stop here if cancelled."""
+        if self.cancelled:
+            raise Cancelled(f'cancelled after {kind} {index + 1}')
+        self._events.put((kind, index, *details))
+
+    def on_octave(self, octave, size, image):
+        """Dreamer.dream's on_octave: each octave's image goes to the visitor (computed only if wanted)."""
+        self.report('octave', octave, size, image() if not self.cancelled else None)
 
     def events(self, poll=0.5):
         ahead = None
@@ -49,14 +60,10 @@ class Job:
                 return
 
     def _run(self):
-        def on_octave(octave, size, image):
-            if self.cancelled:
-                raise Cancelled(f'cancelled after octave {octave + 1}')
-            self._events.put(('octave', octave, size, image()))
         try:
             if self.cancelled:
                 raise Cancelled('cancelled before it started')
-            self._events.put(('done', self.work(on_octave)))
+            self._events.put(('done', self.work(self)))
         except Exception as e:        # noqa: BLE001 -- the visitor sees it; the device goes on
             self._events.put(('failed', e))
 

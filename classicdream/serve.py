@@ -20,6 +20,7 @@ import numpy as np
 
 from .atlas import atlas_layers
 from .dream import DEFAULT_END, ask_for, check_octaves, objective_guide
+from .zoom import zoom
 from .dreamer import Dreamer, UserError, flag, number, slug
 from .images import ImageError, load_image, recipe_or_none
 from .jobs import Cancelled, Device
@@ -76,80 +77,116 @@ class Page:
                     None if blank(tile) else tile)
         return d.using(self.net)
 
-    def request(self, image, guide, fmt, notes, **options):
-        """A visitor's dream, checked before it queues: (work for the device, its Dreamer, the result's name,
-        recipe)."""
+    def checked(self, image, notes, **options):
+        """A visitor's image and options, checked before anything queues: (Dreamer, image, its name)."""
         if not image:
             raise UserError('upload an image first (or press "The notebook\'s sky")')
-        fmt = str(fmt or 'JPEG').upper()
-        if fmt not in ('JPEG', 'PNG'):
-            raise UserError(f'the format must be JPEG or PNG, got {fmt!r}')
         d = self.dreamer(**options)
         name = Path(image).name
         img = load_image(image, name)
-        if guide:
-            if d.weights:
-                raise UserError('a guided dream goes with one layer')
-            guide_img = load_image(guide, Path(guide).name)
-            check_octaves(self.net, guide_img.shape, 1, 1.0, d.end)
         check_octaves(self.net, img.shape, d.octave_n, d.octave_scale, d.end)
-        d = d.fitted(img.shape, say=notes.append)
-        extra = dict(guide=Path(guide).name) if guide else {}
-        recipe = d.recipe(command='guide' if guide else 'dream', input=name, **extra)
-        out = d.default_name(name, guide, 'png' if fmt == 'PNG' else 'jpg')
+        return d.fitted(img.shape, say=notes.append), img, name
 
-        def work(on_octave):
-            objective = objective_guide(self.net, guide_img, d.end) if guide else None
-            return d.encoded(img, recipe, name, fmt, objective, on_octave)
-        return work, d, out, recipe
-
-    def save(self, job, out, data):
-        """Write a result under the server's own folder, one folder per job; drop those kept long enough."""
+    def folder(self, job):
+        """A folder of the server's own for a job's files; those of jobs long done are removed first."""
         now = time.time()
         for old in self.results.iterdir():
             if now - old.stat().st_mtime > RESULTS_KEPT_S:
                 shutil.rmtree(old, ignore_errors=True)
         folder = self.results / str(job.id)
         folder.mkdir()
-        (folder / out).write_bytes(data)
-        return str(folder / out)
+        return folder
 
     def dream(self, image, guide, fmt, owner, **options):
-        """Yield (status, live image, octave images, result path, recipe) as the dream goes; a bad request
-        or a failed dream ends with ('error', line)."""
+        """Yield what the page shows as the dream goes (see follow); the result is the file
+        `classicdream dream` (or `guide`) would write."""
         notes = []
         try:
-            work, d, out, recipe = self.request(image, guide, fmt, notes, **options)
+            fmt = str(fmt or 'JPEG').upper()
+            if fmt not in ('JPEG', 'PNG'):
+                raise UserError(f'the format must be JPEG or PNG, got {fmt!r}')
+            d, img, name = self.checked(image, notes, **options)
+            if guide:
+                if d.weights:
+                    raise UserError('a guided dream goes with one layer')
+                guide_img = load_image(guide, Path(guide).name)
+                check_octaves(self.net, guide_img.shape, 1, 1.0, d.end)
         except (UserError, ValueError, OSError) as e:
             yield 'error', _line(e)
             return
-        started = time.monotonic()
-        job = self.device.submit(work, owner)
-        octaves, note = [], ''.join(f'{n}. ' for n in notes)
+        recipe = d.recipe(command='guide' if guide else 'dream', input=name,
+                          **(dict(guide=Path(guide).name) if guide else {}))
+        out = d.default_name(name, guide, 'png' if fmt == 'PNG' else 'jpg')
+
+        def work(job):
+            objective = objective_guide(self.net, guide_img, d.end) if guide else None
+            path = self.folder(job) / out
+            path.write_bytes(d.encoded(img, recipe, name, fmt, objective, job.on_octave))
+            return str(path)
+        yield from self.follow(self.device.submit(work, owner), d, 1, recipe, notes)
+
+    def zoom(self, image, frames, scale, fps, owner, **options):
+        """The notebook's zoom loop for a visitor: the frames as they come, then an mp4 and a looping GIF."""
+        notes = []
+        try:
+            d, img, name = self.checked(image, notes, **options)
+            frames = number('frames', frames, int, 1, allow_equal=True)
+            scale = number('scale', scale, float, 0.0)
+            if scale >= 1:
+                raise UserError(f'--scale must be below 1, got {scale}')
+            fps = number('fps', fps, float, 0.0)
+        except (UserError, ValueError, OSError) as e:
+            yield 'error', _line(e)
+            return
+        recipe = d.recipe(command='zoom', input=name, frames=frames, scale=scale, fps=fps)
+
+        def work(job):
+            from .video import write_gif, write_mp4
+            folder = self.folder(job)
+            paths = zoom(d, img, name, frames, scale, folder / 'frames', on_octave=job.on_octave,
+                         on_frame=lambda i, path: job.report('frame', i, str(path)))
+            return [str(write(paths, folder / d.default_name(name, ext=ext), fps, recipe))
+                    for write, ext in ((write_mp4, 'mp4'), (write_gif, 'gif'))]
+        yield from self.follow(self.device.submit(work, owner), d, frames, recipe, notes)
+
+    def follow(self, job, d, pieces, recipe, notes):
+        """A queued job's events as the page shows them, each led by its kind: ('waiting', status),
+        ('octave', (done, total), live image, images so far, status), ('done', result, recipe, status),
+        ('cancelled', status) or ('error', line). A zoom (`pieces` frames) shows its frames as it goes."""
+        started, note = time.monotonic(), ''.join(f'{n}. ' for n in notes)
+        shown, live, frame = [], None, 0
+        elapsed = lambda: f'{time.monotonic() - started:.1f} s'                     # noqa: E731
         try:
             for event in job.events():
-                if event[0] == 'waiting':
+                kind = event[0]
+                if kind == 'waiting':
                     ahead = event[1]
-                    yield 'waiting', ahead, f'{note}Waiting: {ahead} dream{"s" if ahead != 1 else ""} ahead ' \
-                                            f'of yours on this device.'
-                elif event[0] == 'octave':
+                    yield 'waiting', f'{note}Waiting: {ahead} dream{"s" if ahead != 1 else ""} ahead of yours ' \
+                                     f'on this device.'
+                elif kind == 'octave':
                     _, octave, (h, w), image_now = event
                     live = np.uint8(np.clip(image_now, 0, 255))
-                    octaves.append((live, f'octave {octave + 1}: {w}x{h}'))
-                    yield 'octave', (octave + 1, d.octave_n), live, list(octaves), \
-                        f'{note}Octave {octave + 1} of {d.octave_n} done ({w}x{h}, {time.monotonic() - started:.1f} s).'
-                elif event[0] == 'done':
-                    path = self.save(job, out, event[1])
-                    yield 'done', path, recipe, f'{note}Done in {time.monotonic() - started:.1f} s: seed {d.seed}, ' \
-                                                f'{Path(path).name} (the recipe is inside the file).'
+                    if pieces == 1:
+                        shown.append((live, f'octave {octave + 1}: {w}x{h}'))
+                    what = f'Frame {frame + 1} of {pieces}, octave' if pieces > 1 else 'Octave'
+                    yield 'octave', (frame * d.octave_n + octave + 1, pieces * d.octave_n), live, list(shown), \
+                        f'{note}{what} {octave + 1} of {d.octave_n} done ({w}x{h}, {elapsed()}).'
+                elif kind == 'frame':
+                    frame = event[1] + 1
+                    shown.append((event[2], f'frame {event[1]}'))
+                    yield 'octave', (frame * d.octave_n, pieces * d.octave_n), event[2], list(shown), \
+                        f'{note}Frame {frame} of {pieces} done ({elapsed()}).'
+                elif kind == 'done':
+                    result = event[1]
+                    names = ', '.join(Path(r).name for r in (result if isinstance(result, list) else [result]))
+                    yield 'done', result, recipe, f'{note}Done in {elapsed()}: seed {d.seed}, {names} (the recipe ' \
+                                                  f'is inside).'
+                elif isinstance(event[1], Cancelled):
+                    yield 'cancelled', f'Cancelled ({event[1]}).'
                 else:
-                    error = event[1]
-                    if isinstance(error, Cancelled):
-                        yield 'cancelled', f'Cancelled ({error}).'
-                    else:
-                        if not isinstance(error, (UserError, ValueError, OSError)):
-                            print(f'classicdream serve: {type(error).__name__}: {error}', file=sys.stderr)
-                        yield 'error', _line(error)
+                    if not isinstance(event[1], (UserError, ValueError, OSError)):
+                        print(f'classicdream serve: {type(event[1]).__name__}: {event[1]}', file=sys.stderr)
+                    yield 'error', _line(event[1])
         finally:
             job.cancel()                  # the visitor left or pressed Stop: free the device at the next octave
 
@@ -222,11 +259,27 @@ def page(net, device, results, max_upload):
                 recipe_file = gr.File(label='Dream again: drop a classicdream result here to take its recipe',
                                       type='filepath', height=100, elem_id='recipe_file')
             with gr.Column(scale=2):
-                status = gr.Markdown('Ready.', label='status', elem_id='status')
-                live = gr.Image(label='The dream so far', interactive=False, format='png', elem_id='live')
-                octaves = gr.Gallery(label='Each octave as it was made', columns=4, height=160, interactive=False,
-                                     elem_id='octaves')
-                result = gr.File(label='Result (recipe inside)', interactive=False, height=80, elem_id='result')
+                with gr.Tab('Dream'):
+                    status = gr.Markdown('Ready.', label='status', elem_id='status')
+                    live = gr.Image(label='The dream so far', interactive=False, format='png', elem_id='live')
+                    octaves = gr.Gallery(label='Each octave as it was made', columns=4, height=160,
+                                         interactive=False, elem_id='octaves')
+                    result = gr.File(label='Result (recipe inside)', interactive=False, height=80, elem_id='result')
+                with gr.Tab('Zoom', elem_id='zoom_tab'):
+                    gr.Markdown("The notebook's zoom loop on the image and options at the left: dream a frame, "
+                                "zoom in by *scale*, dream again; then an mp4 and a looping GIF.")
+                    with gr.Row():
+                        frames = gr.Slider(2, 200, 10, step=1, label='frames', elem_id='frames')
+                        scale = gr.Number(0.05, label='scale (zoom per frame)', elem_id='scale')
+                        fps = gr.Number(10, label='frames per second', elem_id='fps')
+                    go_zoom = gr.Button('Zoom', variant='primary', elem_id='zoom')
+                    zoom_status = gr.Markdown('', label='zoom status', elem_id='zoom_status')
+                    zoom_live = gr.Image(label='The frame being dreamed', interactive=False, format='png',
+                                         elem_id='zoom_live')
+                    zoom_frames = gr.Gallery(label='Frames', columns=6, height=160, interactive=False,
+                                             elem_id='zoom_frames')
+                    videos = gr.File(label='mp4 and GIF (recipe inside)', file_count='multiple', interactive=False,
+                                     height=100, elem_id='videos')
                 recipe = gr.JSON(label='Recipe', elem_id='recipe')
 
         options = [end, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, channel, tile]
@@ -262,37 +315,49 @@ def page(net, device, results, max_upload):
             return values + [picked, said + '.']
         recipe_file.change(take_recipe, [recipe_file, image], options + [image, status], api_visibility='private')
 
-        def dream(image, layer, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, channel, tile,
-                  guide=None, fmt='JPEG', request: gr.Request = None, progress=gr.Progress()):
-            """Dream on `image` with the notebook's options; yields the live view as each octave is made."""
-            owner = getattr(request, 'session_hash', None)
+        def on_page(events, progress):
+            """Page.follow's events as (status, live image, images so far, result, recipe) for Gradio."""
             live_now, gallery_now = None, []
-            for event in p.dream(image, guide, fmt, owner, layer=layer, iter_n=iter_n, octave_n=octave_n,
-                                 octave_scale=octave_scale, step_size=step_size, jitter=jitter, clip=clip,
-                                 seed=seed, channel=channel, tile=tile):
+            for event in events:
                 kind = event[0]
-                if kind == 'waiting':
-                    progress(0, desc=event[2])
-                    yield event[2], live_now, gallery_now, None, None
-                elif kind == 'octave':
+                if kind == 'octave':
                     (done, total), live_now, gallery_now, said = event[1:]
                     progress((done, total), desc='octaves', unit='octave')
                     yield said, live_now, gallery_now, None, None
                 elif kind == 'done':
                     yield event[3], live_now, gallery_now, event[1], event[2]
-                elif kind == 'cancelled':
-                    yield event[1], live_now, gallery_now, None, None
                 else:
                     yield event[1], live_now, gallery_now, None, None
-                    raise gr.Error(event[1], print_exception=False)
+                    if kind == 'error':
+                        raise gr.Error(event[1], print_exception=False)
+
+        def dream(image, layer, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, channel, tile,
+                  guide=None, fmt='JPEG', request: gr.Request = None, progress=gr.Progress()):
+            """Dream on `image` with the notebook's options; yields the live view as each octave is made."""
+            yield from on_page(p.dream(image, guide, fmt, getattr(request, 'session_hash', None), layer=layer,
+                                     iter_n=iter_n, octave_n=octave_n, octave_scale=octave_scale,
+                                     step_size=step_size, jitter=jitter, clip=clip, seed=seed, channel=channel,
+                                     tile=tile), progress)
 
         run = go.click(dream, [image] + options + [guide, fmt], [status, live, octaves, result, recipe],
                        api_name='dream', concurrency_limit=None, show_progress='minimal')
 
+        def zoom_frames_of(image, layer, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, channel,
+                           tile, frames=10, scale=0.05, fps=10, request: gr.Request = None, progress=gr.Progress()):
+            """The notebook's zoom loop on `image`: each frame as it is made, then an mp4 and a looping GIF."""
+            yield from on_page(p.zoom(image, frames, scale, fps, getattr(request, 'session_hash', None), layer=layer,
+                                    iter_n=iter_n, octave_n=octave_n, octave_scale=octave_scale,
+                                    step_size=step_size, jitter=jitter, clip=clip, seed=seed, channel=channel,
+                                    tile=tile), progress)
+
+        run_zoom = go_zoom.click(zoom_frames_of, [image] + options + [frames, scale, fps],
+                                 [zoom_status, zoom_live, zoom_frames, videos, recipe], api_name='zoom',
+                                 concurrency_limit=None, show_progress='minimal')
+
         def cancel(request: gr.Request):
             n = device.cancel(request.session_hash)
             return 'Stopping at the end of this octave.' if n else 'Nothing to stop.'
-        stop.click(cancel, None, status, cancels=[run], api_visibility='private', queue=False)
+        stop.click(cancel, None, status, cancels=[run, run_zoom], api_visibility='private', queue=False)
     return blocks
 
 

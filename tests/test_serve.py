@@ -267,6 +267,22 @@ def test_scripts_dream_through_gradio_client(server, shared, tmp_path, capsys):
     assert path.endswith(f'_s{recipe["seed"]}.png') and read_recipe(path) == recipe
 
 
+def test_zoom_gives_the_clis_frames_mp4_and_gif(server, shared, tmp_path, capsys):
+    from gradio_client import Client, handle_file
+    url, _, _ = server
+    flowers = shared / 'images' / 'flowers.jpg'
+    status, _, frames, (mp4, gif), recipe = Client(url, verbose=False).predict(
+        handle_file(str(flowers)), iter_n=1, octave_n=2, frames=3, fps=5, api_name='/zoom')
+    assert status.startswith('Done') and len(frames) == 3 and recipe['frames'] == 3
+    assert [Path(p).name for p in (mp4, gif)] == [f'flowers_inception_4c-output_s0.{e}' for e in ('mp4', 'gif')]
+    out = tmp_path / 'cli'
+    code, _, err = run(capsys, 'zoom', flowers, '--frames=3', '--iter_n=1', '--octave_n=2', '--fps=5',
+                       f'--outdir={out}', f'--gif={tmp_path / "cli.gif"}', '--quiet')
+    assert code == 0, err
+    assert Path(gif).read_bytes() == (tmp_path / 'cli.gif').read_bytes()
+    assert [Path(f['image']).read_bytes() for f in frames] == [(out / f'{i:04d}.jpg').read_bytes() for i in range(3)]
+
+
 def _upload(url, data, name):
     """POST a file to Gradio's upload route as a browser does; (HTTP status, body)."""
     boundary = 'classicdreamtest'
@@ -373,10 +389,10 @@ def test_device_runs_in_turn_and_cancels_at_the_next_octave(net, photo):
     d = Dreamer('inception_3b/output', 1, 3, 1.2, 1.5, 32, True, 0, True).using(net)
     device, proceed = Device(), threading.Event()
 
-    def held(on_octave):                      # the first dream waits after each octave until the test says
-        return d.encoded(img, {}, on_octave=lambda *args: (on_octave(*args), proceed.wait(60)))
+    def held(job):                            # the first dream waits after each octave until the test says
+        return d.encoded(img, {}, on_octave=lambda *args: (job.on_octave(*args), proceed.wait(60)))
     first = device.submit(held, owner='a')
-    second = device.submit(lambda on_octave: d.encoded(img, {}, on_octave=on_octave), owner='b')
+    second = device.submit(lambda job: d.encoded(img, {}, on_octave=job.on_octave), owner='b')
     assert device.ahead(second) == 1
     events = []
     for event in first.events(poll=0.05):
