@@ -42,6 +42,8 @@ Options (the notebook's defaults):
                 several at once, weighted: --end=inception_4c/output:1,inception_3b/output:0.5
   --iter_n=10 --octave_n=4 --octave_scale=1.4 --step_size=1.5 --jitter=32 --clip=True
   --seed=0      the notebook's np.random.seed; --seed=random picks one and records it in the output
+  --colors=original   keep the input's colours (its chroma, the dream's luminance); =histogram matches
+                each colour channel's histogram to the input's (not for visualize)
   --quiet       no progress bar'''
 
 
@@ -64,9 +66,9 @@ class Commands:
 
     @_paths('img', 'out', 'outdir')
     def dream(self, img=None, out=None, outdir=None, end=DEFAULT_END, channel=None, noise=None, tile=None,
-              cluster=None, workers=None, iter_n=10, octave_n=4, octave_scale=1.4, step_size=1.5, jitter=32,
-              clip=True, seed=0, quiet=False):
-        d = Dreamer(end, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, quiet, channel, tile)
+              colors=None, cluster=None, workers=None, iter_n=10, octave_n=4, octave_scale=1.4, step_size=1.5,
+              jitter=32, clip=True, seed=0, quiet=False):
+        d = Dreamer(end, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, quiet, channel, tile, colors)
         cluster, workers = _cluster_options(cluster, workers)
         if noise is not None and img is not None:
             raise UserError('give an image or --noise=WxH, not both')
@@ -90,13 +92,14 @@ class Commands:
         out = output(out, d.default_name(name), inputs)
         d = d.fitted(base.shape)
         result = d.dream(base, rng, label=name)
-        save_image(out, for_display(result, d.clip), d.recipe(command='dream', input=name))
+        save_image(out, d.finished(result, base), d.recipe(command='dream', input=name))
         print(out)
 
     @_paths('img', 'guide', 'out')
-    def guide(self, img, guide, out=None, end='inception_3b/output', tile=None, iter_n=10, octave_n=4,
+    def guide(self, img, guide, out=None, end='inception_3b/output', tile=None, colors=None, iter_n=10, octave_n=4,
               octave_scale=1.4, step_size=1.5, jitter=32, clip=True, seed=0, quiet=False):
-        d = Dreamer(end, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, quiet, tile=tile)
+        d = Dreamer(end, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, quiet, tile=tile,
+                    colors=colors)
         if d.weights:
             raise UserError('guide dreams at one --end layer')
         base, guide_img = load_image(img), load_image(guide)
@@ -105,7 +108,7 @@ class Commands:
         objective = objective_guide(d.net, guide_img, d.end)
         d = d.fitted(base.shape)
         result = d.dream(base, random_state(d.seed), objective, label=Path(str(img)).name)
-        save_image(out, for_display(result, d.clip),
+        save_image(out, d.finished(result, base),
                    d.recipe(command='guide', input=Path(str(img)).name, guide=Path(str(guide)).name))
         print(out)
 
@@ -139,9 +142,9 @@ class Commands:
         print(out)
 
     @_paths('img', 'outdir', 'mp4', 'gif')
-    def zoom(self, img, frames, scale=0.05, outdir=None, mp4=None, gif=None, fps=25, end=DEFAULT_END, iter_n=10,
-             octave_n=4, octave_scale=1.4, step_size=1.5, jitter=32, clip=True, seed=0, quiet=False):
-        d = Dreamer(end, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, quiet)
+    def zoom(self, img, frames, scale=0.05, outdir=None, mp4=None, gif=None, fps=25, end=DEFAULT_END, colors=None,
+             iter_n=10, octave_n=4, octave_scale=1.4, step_size=1.5, jitter=32, clip=True, seed=0, quiet=False):
+        d = Dreamer(end, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, quiet, colors=colors)
         frames = number('frames', frames, int, 1, allow_equal=True)
         scale = number('scale', scale, float, 0.0)
         if scale >= 1:
@@ -167,12 +170,12 @@ class Commands:
 
     @_paths('src', 'out', 'outdir')
     def video(self, src, out=None, outdir=None, blend=0.0, flow=False, start=0, stop=None, fps=None, gif=False,
-              cluster=None, workers=None, end=DEFAULT_END, channel=None, tile=None, iter_n=10, octave_n=4,
-              octave_scale=1.4, step_size=1.5, jitter=32, clip=True, seed=0, quiet=False):
+              cluster=None, workers=None, end=DEFAULT_END, channel=None, tile=None, colors=None, iter_n=10,
+              octave_n=4, octave_scale=1.4, step_size=1.5, jitter=32, clip=True, seed=0, quiet=False):
         from .clip import dream_clip
         from .cluster import runner
         from .video import open_clip, write_mp4
-        d = Dreamer(end, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, quiet, channel, tile)
+        d = Dreamer(end, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, quiet, channel, tile, colors)
         cluster, workers = _cluster_options(cluster, workers)
         blend = number('blend', blend, float, 0, allow_equal=True)
         if blend >= 1:

@@ -51,7 +51,7 @@ def dream_frame(dreamer, previous, frame, before, recipe, blend=0.0, flow=False)
         if flow:
             dreamt = warp(dreamt, before, frame)
         start = np.float32(blend) * dreamt + np.float32(1 - blend) * frame
-    return dreamer.encoded(start, recipe)
+    return dreamer.encoded(start, recipe, source=frame)
 
 
 def _frame_lane(clip, warm, first, stop, recipe):

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from . import __version__, memory
+from .colors import CHOICES, recolored
 from .dream import check_octaves, check_tile, deepdream, for_display, random_state
 from .images import encode_image
 from .objectives import check_channels, objective_channel, objective_weighted
@@ -117,7 +118,7 @@ class Dreamer:
     """The options of the commands that dream, checked; holds the net once it is loaded."""
 
     def __init__(self, end, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, quiet, channel=None,
-                 tile=None):
+                 tile=None, colors=None):
         self.end, self.weights = parse_end(end)
         self.end_spec = ','.join(f'{e}:{w:g}' for e, w in zip(self.end, self.weights)) if self.weights \
             else self.end
@@ -133,6 +134,9 @@ class Dreamer:
         self.seed = seed_of(seed)
         self.tile = None if tile is None else number('tile', tile, int, 0, allow_equal=True)   # 0: never
         self.quiet = bool(quiet)
+        if colors is not None and str(colors) not in CHOICES:
+            raise UserError(f'--colors must be {" or ".join(CHOICES)}, got {colors!r}')
+        self.colors = None if colors is None else str(colors)
         self._net = None
 
     def __getstate__(self):
@@ -204,6 +208,8 @@ class Dreamer:
         options = dict(channel=list(self.channels)) if self.channels else {}
         if self.tile:
             options['tile'] = self.tile
+        if self.colors:
+            options['colors'] = self.colors
         return dict(classicdream=__version__, end=self.end_spec, iter_n=self.iter_n, octave_n=self.octave_n,
                     octave_scale=self.octave_scale, step_size=self.step_size, jitter=self.jitter,
                     clip=self.clip, seed=self.seed, model_sha256=self.net.sha256, **options, **extra)
@@ -252,11 +258,15 @@ class Dreamer:
             if bar:
                 bar.close()
 
-    def encoded(self, img, recipe, label='', fmt='JPEG', objective=None, on_octave=None):
+    def finished(self, dream, source):
+        """A dream as it is saved: scaled for display if unclipped, with --colors taken from `source`."""
+        return recolored(for_display(dream, self.clip), source, self.colors)
+
+    def encoded(self, img, recipe, label='', fmt='JPEG', objective=None, on_octave=None, source=None):
         """The dream of `img` (seed `self.seed`) as the bytes of a JPEG (or PNG) carrying `recipe`: what a
-        worker returns, and what the page offers for download."""
+        worker returns, and what the page offers for download. --colors come from `source` (default img)."""
         dream = self.dream(img, random_state(self.seed), objective, label, on_octave)
-        return encode_image(for_display(dream, self.clip), fmt, recipe)
+        return encode_image(self.finished(dream, img if source is None else source), fmt, recipe)
 
     def tiled(self, tile):
         """These options with the tile that `fitted` chose where the command runs (workers share one net)."""

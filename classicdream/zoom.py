@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .dream import for_display, random_state, skip_dreams, zoom_frame
+from .dream import random_state, skip_dreams, zoom_frame
 from .files import atomic_write
 from .images import load_image, save_image
 from .outputs import output_folder
@@ -46,7 +46,7 @@ def zoom(d, img, name, frames, scale, outdir, on_frame=None, say=None, on_octave
     paths = frame_paths(outdir, frames)
     for frame_i in range(start, frames):
         frame = d.dream(frame, rng, label=f'frame {frame_i:04d}', on_octave=on_octave)
-        save_image(paths[frame_i], for_display(frame, d.clip),
+        save_image(paths[frame_i], d.finished(frame, img),
                    d.recipe(command='zoom', input=name, frame=frame_i, scale=scale))
         atomic_write(state, lambda f: np.savez(f, frame=frame_i, image=frame))
         if on_frame:
