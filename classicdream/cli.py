@@ -44,6 +44,8 @@ Options (the notebook's defaults):
   --seed=0      the notebook's np.random.seed; --seed=random picks one and records it in the output
   --colors=original   keep the input's colours (its chroma, the dream's luminance); =histogram matches
                 each colour channel's histogram to the input's (not for visualize)
+  --lapnorm=4   normalise each step's gradient over a Laplacian pyramid of 4 levels, as TensorFlow's
+                deepdream tutorial does: smoother, larger patterns (0: the notebook's step)
   --quiet       no progress bar'''
 
 
@@ -66,9 +68,10 @@ class Commands:
 
     @_paths('img', 'out', 'outdir')
     def dream(self, img=None, out=None, outdir=None, end=DEFAULT_END, channel=None, noise=None, tile=None,
-              colors=None, cluster=None, workers=None, iter_n=10, octave_n=4, octave_scale=1.4, step_size=1.5,
-              jitter=32, clip=True, seed=0, quiet=False):
-        d = Dreamer(end, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, quiet, channel, tile, colors)
+              colors=None, lapnorm=0, cluster=None, workers=None, iter_n=10, octave_n=4, octave_scale=1.4,
+              step_size=1.5, jitter=32, clip=True, seed=0, quiet=False):
+        d = Dreamer(end, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, quiet, channel, tile, colors,
+                    lapnorm)
         cluster, workers = _cluster_options(cluster, workers)
         if noise is not None and img is not None:
             raise UserError('give an image or --noise=WxH, not both')
@@ -96,10 +99,10 @@ class Commands:
         print(out)
 
     @_paths('img', 'guide', 'out')
-    def guide(self, img, guide, out=None, end='inception_3b/output', tile=None, colors=None, iter_n=10, octave_n=4,
-              octave_scale=1.4, step_size=1.5, jitter=32, clip=True, seed=0, quiet=False):
+    def guide(self, img, guide, out=None, end='inception_3b/output', tile=None, colors=None, lapnorm=0, iter_n=10,
+              octave_n=4, octave_scale=1.4, step_size=1.5, jitter=32, clip=True, seed=0, quiet=False):
         d = Dreamer(end, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, quiet, tile=tile,
-                    colors=colors)
+                    colors=colors, lapnorm=lapnorm)
         if d.weights:
             raise UserError('guide dreams at one --end layer')
         base, guide_img = load_image(img), load_image(guide)
@@ -113,8 +116,8 @@ class Commands:
         print(out)
 
     @_paths('out', 'img')
-    def visualize(self, out=None, img=None, size=224, iter_n=20, octave_n=4, octave_scale=1.4, step_size=1.5,
-                  jitter=32, clip=True, seed=0, quiet=False, **options):
+    def visualize(self, out=None, img=None, size=224, lapnorm=0, iter_n=20, octave_n=4, octave_scale=1.4,
+                  step_size=1.5, jitter=32, clip=True, seed=0, quiet=False, **options):
         if options.pop('help', False):          # fire hands --help to a command that takes **options
             print('usage: classicdream visualize --class=NAME [--out=PATH] [--img=PATH] [options]\n')
             print(Commands.visualize.__doc__)
@@ -127,7 +130,7 @@ class Commands:
         synsets = synset_words()
         index = find_class(klass, synsets)
         label = synsets[index][1][0]
-        d = Dreamer(CLASS_END, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, quiet)
+        d = Dreamer(CLASS_END, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, quiet, lapnorm=lapnorm)
         rng = random_state(d.seed)
         if img is not None:
             name, inputs, base = Path(str(img)).name, [img], load_image(img)
@@ -143,8 +146,10 @@ class Commands:
 
     @_paths('img', 'outdir', 'mp4', 'gif')
     def zoom(self, img, frames, scale=0.05, outdir=None, mp4=None, gif=None, fps=25, end=DEFAULT_END, colors=None,
-             iter_n=10, octave_n=4, octave_scale=1.4, step_size=1.5, jitter=32, clip=True, seed=0, quiet=False):
-        d = Dreamer(end, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, quiet, colors=colors)
+             lapnorm=0, iter_n=10, octave_n=4, octave_scale=1.4, step_size=1.5, jitter=32, clip=True, seed=0,
+             quiet=False):
+        d = Dreamer(end, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, quiet, colors=colors,
+                    lapnorm=lapnorm)
         frames = number('frames', frames, int, 1, allow_equal=True)
         scale = number('scale', scale, float, 0.0)
         if scale >= 1:
@@ -170,12 +175,13 @@ class Commands:
 
     @_paths('src', 'out', 'outdir')
     def video(self, src, out=None, outdir=None, blend=0.0, flow=False, start=0, stop=None, fps=None, gif=False,
-              cluster=None, workers=None, end=DEFAULT_END, channel=None, tile=None, colors=None, iter_n=10,
-              octave_n=4, octave_scale=1.4, step_size=1.5, jitter=32, clip=True, seed=0, quiet=False):
+              cluster=None, workers=None, end=DEFAULT_END, channel=None, tile=None, colors=None, lapnorm=0,
+              iter_n=10, octave_n=4, octave_scale=1.4, step_size=1.5, jitter=32, clip=True, seed=0, quiet=False):
         from .clip import dream_clip
         from .cluster import runner
         from .video import open_clip, write_mp4
-        d = Dreamer(end, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, quiet, channel, tile, colors)
+        d = Dreamer(end, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, quiet, channel, tile, colors,
+                    lapnorm)
         cluster, workers = _cluster_options(cluster, workers)
         blend = number('blend', blend, float, 0, allow_equal=True)
         if blend >= 1:
@@ -225,11 +231,12 @@ class Commands:
             print(write_gif(paths, gif, source.fps, recipe))
 
     @_paths('img', 'outdir')
-    def atlas(self, img, layers=None, outdir=None, thumb=256, cluster=None, workers=None, iter_n=10, octave_n=4,
-              octave_scale=1.4, step_size=1.5, jitter=32, clip=True, seed=0, quiet=False):
+    def atlas(self, img, layers=None, outdir=None, thumb=256, cluster=None, workers=None, colors=None, lapnorm=0,
+              iter_n=10, octave_n=4, octave_scale=1.4, step_size=1.5, jitter=32, clip=True, seed=0, quiet=False):
         from .atlas import atlas, layer_list
         cluster, workers = _cluster_options(cluster, workers)
-        d = Dreamer(DEFAULT_END, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, quiet)
+        d = Dreamer(DEFAULT_END, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, quiet,
+                    colors=colors, lapnorm=lapnorm)
         thumb = number('thumb', thumb, int, 16, allow_equal=True)
         atlas(d, img, layer_list(layers) if layers is not None else None, outdir, thumb, cluster, workers)
 

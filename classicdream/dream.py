@@ -19,6 +19,7 @@ import scipy.ndimage as nd
 from jax.tree_util import Partial
 
 from . import resample
+from .lapnorm import lap_normalize
 from .graph import as_objective, backward, bucketable, gradient_fn, objective_L2
 from .ops import HIGHEST
 from .programs import abstract, bucket, program
@@ -62,16 +63,19 @@ def _guide_diff(guide_features, dst):
     return y[:, A.argmax(1)].reshape(dst.shape)      # select the ones that match best
 
 
-def make_step(gradient, src, shift, *, step_size=1.5, clip=True, extent=None):
+def make_step(gradient, src, shift, *, step_size=1.5, clip=True, extent=None, lapnorm=0):
     """Basic gradient ascent step, on the (3, H, W) input `src`; `shift` is the step's jitter (ox, oy).
 
     `gradient(src)` is the notebook's net.forward(end) + objective + net.backward(start=end), returning
     the diff that reaches the input: the whole image at once, or tile by tile for big images. With
     `extent` (h, w), `src` is padded to a bucket: the roll and the mean see only its true h x w pixels.
+    `lapnorm` (levels; 0: the notebook's step) first normalises the gradient's frequency bands (lapnorm.py).
     """
     ox, oy = shift[0], shift[1]
     src = roll(src, ox, oy, extent)                                # apply jitter shift
     g = gradient(src)
+    if lapnorm:
+        g = lap_normalize(g, lapnorm)
     src = src + step_size / mean_abs(g, extent) * g                # normalized ascent step
     src = roll(src, -ox, -oy, extent)                              # unshift image
     if clip:
@@ -100,8 +104,8 @@ def mean_abs(g, extent=None):
         return (jnp.abs(g).astype(jnp.float64).sum() / count).astype(jnp.float32)
 
 
-@program(static_argnames=('nodes', 'end', 'clip'))
-def octave_steps(params, src, shifts, objective, step_size, extent, *, nodes, end, clip):
+@program(static_argnames=('nodes', 'end', 'clip', 'lapnorm'))
+def octave_steps(params, src, shifts, objective, step_size, extent, *, nodes, end, clip, lapnorm=0):
     """All iter_n steps of one octave in one device call: a scan of make_step over the jitter shifts.
 
     The scan stays rolled, so one step is traced and compiled whatever iter_n is; the net's convolutions
@@ -112,7 +116,7 @@ def octave_steps(params, src, shifts, objective, step_size, extent, *, nodes, en
         return backward(nodes, params, x[None], end, objective, extent)[0]
 
     def step(x, shift):
-        return make_step(gradient, x, shift, step_size=step_size, clip=clip, extent=extent), None
+        return make_step(gradient, x, shift, step_size=step_size, clip=clip, extent=extent, lapnorm=lapnorm), None
     return jax.lax.scan(step, src, shifts)[0]
 
 
@@ -165,14 +169,15 @@ def octave_buckets(shape, octave_n, octave_scale):
     return octave_sizes((bucket(shape[0]), bucket(shape[1])), octave_n, octave_scale)
 
 
-def octave_shapes(net, shape, octave_n, octave_scale, end, tile=None):
+def octave_shapes(net, shape, octave_n, octave_scale, end, tile=None, lapnorm=0):
     """Each octave's true size and the shape it runs at, largest first; which are tiled; whether padded.
 
     An untiled octave is padded to its octave_buckets shape where layer `end` allows it
-    (graph.bucketable); a tiled one runs at its own size, tile by tile."""
+    (graph.bucketable) and no Laplacian pyramid spans the image (lapnorm); a tiled one runs at its own
+    size, tile by tile."""
     sizes = octave_sizes(shape, octave_n, octave_scale)
     tiled = [bool(tile) and (h > tile or w > tile) for h, w in sizes]
-    padded = bucketable(net.nodes, net.tensor(end))
+    padded = bucketable(net.nodes, net.tensor(end)) and not lapnorm
     buckets = octave_buckets(shape, octave_n, octave_scale) if padded else sizes
     return sizes, [size if t else b for size, b, t in zip(sizes, buckets, tiled)], tiled, padded
 
@@ -191,7 +196,7 @@ def check_octaves(net, shape, octave_n, octave_scale, end):
 
 
 def deepdream(net, base_img, iter_n=10, octave_n=4, octave_scale=1.4, end=DEFAULT_END, clip=True, seed=0,
-              objective=objective_L2, progress=None, tile=None, **step_params):
+              objective=objective_L2, progress=None, tile=None, lapnorm=0, **step_params):
     """The notebook's deepdream(): octaves, detail carried between them, iter_n steps per octave.
 
     Returns the float HWC RGB image, as the notebook did. `seed` is an int (the notebook's
@@ -201,7 +206,8 @@ def deepdream(net, base_img, iter_n=10, octave_n=4, octave_scale=1.4, end=DEFAUL
     called after each octave, for progress bars and live views: `image()` is the dream so far, at that
     octave's size, as the float HWC RGB image the dream returns; an exception it raises stops the dream.
     `tile` (pixels) computes the gradient of octaves larger than tile x tile in tiles, to bound memory; an
-    octave it covers runs exactly as untiled.
+    octave it covers runs exactly as untiled. `lapnorm` (levels, 0: off) normalises each step's gradient
+    with a Laplacian pyramid, as TensorFlow's deepdream tutorial does (lapnorm.py).
     """
     rng = random_state(seed)
     jitter = step_params.pop('jitter', 32)
@@ -212,9 +218,10 @@ def deepdream(net, base_img, iter_n=10, octave_n=4, octave_scale=1.4, end=DEFAUL
     check_octaves(net, np.shape(base_img), octave_n, octave_scale, end)
     check_tile(net, tile, end)
     objective = as_objective(objective)
-    sizes, shapes, tiled, padded = octave_shapes(net, np.shape(base_img), octave_n, octave_scale, end, tile)
+    sizes, shapes, tiled, padded = octave_shapes(net, np.shape(base_img), octave_n, octave_scale, end, tile,
+                                                 lapnorm)
     extents = [np.int32(size) for size in sizes]
-    steps = dict(nodes=net.nodes, end=tensor, clip=clip)
+    steps = dict(nodes=net.nodes, end=tensor, clip=clip, lapnorm=lapnorm)
     ask_ahead(net, shapes, extents, tiled, padded, iter_n, objective, steps)
     # prepare base images for all octaves
     octaves = [preprocessed(pad(base_img, shapes[0]))]
@@ -234,7 +241,7 @@ def deepdream(net, base_img, iter_n=10, octave_n=4, octave_scale=1.4, end=DEFAUL
             for shift in shifts:                 # tile offsets come from the same stream, after the jitter
                 offset = (rng.randint(tile) if h > tile else 0, rng.randint(tile) if w > tile else 0)
                 src = make_step(tiled_gradient(net, tensor, objective, tile, offset), src, shift,
-                                step_size=np.float32(step_size), clip=clip)
+                                step_size=np.float32(step_size), clip=clip, lapnorm=lapnorm)
         else:
             src = octave_steps(net.params, src, shifts, objective, np.float32(step_size),
                                extents[i] if padded else None, **steps)
@@ -298,12 +305,12 @@ def ask_ahead(net, shapes, extents, tiled, padded, iter_n, objective, steps):
 
 
 def ask_for(net, shape, iter_n=10, octave_n=4, octave_scale=1.4, end=DEFAULT_END, clip=True, objective=objective_L2,
-            tile=None):
+            tile=None, lapnorm=0):
     """Have the programs of deepdream(net, an image of `shape`, ...) built in the pool, without dreaming:
     a server warms up so before its first visitor."""
-    sizes, shapes, tiled, padded = octave_shapes(net, shape, octave_n, octave_scale, end, tile)
+    sizes, shapes, tiled, padded = octave_shapes(net, shape, octave_n, octave_scale, end, tile, lapnorm)
     ask_ahead(net, shapes, [np.int32(size) for size in sizes], tiled, padded, iter_n, as_objective(objective),
-              dict(nodes=net.nodes, end=net.tensor(end), clip=clip))
+              dict(nodes=net.nodes, end=net.tensor(end), clip=clip, lapnorm=lapnorm))
 
 
 def check_tile(net, tile, end):

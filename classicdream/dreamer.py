@@ -118,7 +118,7 @@ class Dreamer:
     """The options of the commands that dream, checked; holds the net once it is loaded."""
 
     def __init__(self, end, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, quiet, channel=None,
-                 tile=None, colors=None):
+                 tile=None, colors=None, lapnorm=0):
         self.end, self.weights = parse_end(end)
         self.end_spec = ','.join(f'{e}:{w:g}' for e, w in zip(self.end, self.weights)) if self.weights \
             else self.end
@@ -137,6 +137,9 @@ class Dreamer:
         if colors is not None and str(colors) not in CHOICES:
             raise UserError(f'--colors must be {" or ".join(CHOICES)}, got {colors!r}')
         self.colors = None if colors is None else str(colors)
+        self.lapnorm = number('lapnorm', lapnorm, int, 0, allow_equal=True)
+        if self.lapnorm > 12:
+            raise UserError(f'--lapnorm must be at most 12 levels, got {lapnorm!r}')
         self._net = None
 
     def __getstate__(self):
@@ -210,6 +213,8 @@ class Dreamer:
             options['tile'] = self.tile
         if self.colors:
             options['colors'] = self.colors
+        if self.lapnorm:
+            options['lapnorm'] = self.lapnorm
         return dict(classicdream=__version__, end=self.end_spec, iter_n=self.iter_n, octave_n=self.octave_n,
                     octave_scale=self.octave_scale, step_size=self.step_size, jitter=self.jitter,
                     clip=self.clip, seed=self.seed, model_sha256=self.net.sha256, **options, **extra)
@@ -246,7 +251,7 @@ class Dreamer:
         try:
             return deepdream(self.net, img, iter_n=self.iter_n, octave_n=self.octave_n,
                              octave_scale=self.octave_scale, end=self.end, clip=self.clip, seed=rng,
-                             step_size=self.step_size, jitter=self.jitter, tile=self.tile or None,
+                             step_size=self.step_size, jitter=self.jitter, tile=self.tile or None, lapnorm=self.lapnorm,
                              progress=progress if bar or on_octave else None, **extra)
         except Exception as e:          # noqa: BLE001 -- XLA's error class has moved between jax versions
             if not memory.is_exhaustion(e):

@@ -33,7 +33,7 @@ RESULTS_KEPT_S = 3600                          # results (and uploads, in Gradio
 PREVIEW_PIXELS = 1024                          # an input is previewed at most this wide and high
 
 DEFAULTS = dict(end=DEFAULT_END, iter_n=10, octave_n=4, octave_scale=1.4, step_size=1.5, jitter=32, clip=True,
-                seed='0', channel='', tile='', colors='dream')
+                seed='0', channel='', tile='', colors='dream', lapnorm=0)
 
 
 def parse_bytes(name, value):
@@ -70,13 +70,14 @@ class Page:
         self.net, self.device, self.results = net, device, Path(results)
 
     def dreamer(self, layer, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, channel, tile,
-                colors='dream'):
+                colors='dream', lapnorm=0):
         """The page's fields as a checked Dreamer on the page's net; empty channel and tile are unset, and
         colors 'dream' are the dream's own."""
         blank = lambda v: v is None or str(v).strip() == ''              # noqa: E731
         d = Dreamer(layer if not blank(layer) else DEFAULT_END, iter_n, octave_n, octave_scale, step_size,
                     jitter, clip, seed, True, None if blank(channel) else str(channel),
-                    None if blank(tile) else tile, None if blank(colors) or colors == 'dream' else colors)
+                    None if blank(tile) else tile, None if blank(colors) or colors == 'dream' else colors,
+                    0 if blank(lapnorm) else lapnorm)
         return d.using(self.net)
 
     def checked(self, image, notes, **options):
@@ -203,6 +204,7 @@ class Page:
         fields['channel'] = ','.join(map(str, recipe.get('channel', [])))
         fields['tile'] = str(recipe['tile']) if recipe.get('tile') else ''
         fields['colors'] = recipe.get('colors') or 'dream'
+        fields['lapnorm'] = recipe.get('lapnorm', 0)
         fields['seed'] = str(fields.get('seed', 0))
         source = recipe.get('input')
         said = f'Recipe of {Path(path).name} set: {recipe.get("command", "dream")} {source}'
@@ -249,7 +251,7 @@ def page(net, device, results, max_upload):
                     seed = gr.Textbox(DEFAULTS['seed'], label='seed (a number, or random)', elem_id='seed')
                     clip = gr.Checkbox(DEFAULTS['clip'], label='clip', elem_id='clip')
                     fmt = gr.Radio(['JPEG', 'PNG'], value='JPEG', label='file', elem_id='fmt')
-                with gr.Accordion('More: channel, tile, colours, guide image', open=False):
+                with gr.Accordion('More: channel, tile, colours, lapnorm, guide image', open=False):
                     channel = gr.Textbox(DEFAULTS['channel'], label='channel (e.g. 42, or 42,43; empty: all)',
                                          elem_id='channel')
                     tile = gr.Textbox(DEFAULTS['tile'], label='tile (pixels; empty: automatic, 0: never)',
@@ -257,6 +259,8 @@ def page(net, device, results, max_upload):
                     colors = gr.Radio(['dream', 'original', 'histogram'], value=DEFAULTS['colors'],
                                       label="colours: the dream's, the input's (--colors=original), or the "
                                             "input's histogram", elem_id='colors')
+                    lapnorm = gr.Slider(0, 8, DEFAULTS['lapnorm'], step=1, label='lapnorm: Laplacian pyramid '
+                                        "levels of TensorFlow's tutorial (0: the notebook's step)", elem_id='lapnorm')
                     guide = gr.File(label='Guide image (the notebook\'s objective_guide)', file_types=['image'],
                                     type='filepath', elem_id='guide')
                 with gr.Row():
@@ -288,7 +292,7 @@ def page(net, device, results, max_upload):
                                      height=100, elem_id='videos')
                 recipe = gr.JSON(label='Recipe', elem_id='recipe')
 
-        options = [end, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, channel, tile, colors]
+        options = [end, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, channel, tile, colors, lapnorm]
 
         def show_input(path):
             if not path:
@@ -338,24 +342,25 @@ def page(net, device, results, max_upload):
                         raise gr.Error(event[1], print_exception=False)
 
         def dream(image, layer, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, channel, tile,
-                  colors='dream', guide=None, fmt='JPEG', request: gr.Request = None, progress=gr.Progress()):
+                  colors='dream', lapnorm=0, guide=None, fmt='JPEG', request: gr.Request = None,
+                  progress=gr.Progress()):
             """Dream on `image` with the notebook's options; yields the live view as each octave is made."""
             yield from on_page(p.dream(image, guide, fmt, getattr(request, 'session_hash', None), layer=layer,
                                      iter_n=iter_n, octave_n=octave_n, octave_scale=octave_scale,
                                      step_size=step_size, jitter=jitter, clip=clip, seed=seed, channel=channel,
-                                     tile=tile, colors=colors), progress)
+                                     tile=tile, colors=colors, lapnorm=lapnorm), progress)
 
         run = go.click(dream, [image] + options + [guide, fmt], [status, live, octaves, result, recipe],
                        api_name='dream', concurrency_limit=None, show_progress='minimal')
 
         def zoom_frames_of(image, layer, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, channel,
-                           tile, colors='dream', frames=10, scale=0.05, fps=10, request: gr.Request = None,
-                           progress=gr.Progress()):
+                           tile, colors='dream', lapnorm=0, frames=10, scale=0.05, fps=10,
+                           request: gr.Request = None, progress=gr.Progress()):
             """The notebook's zoom loop on `image`: each frame as it is made, then an mp4 and a looping GIF."""
             yield from on_page(p.zoom(image, frames, scale, fps, getattr(request, 'session_hash', None), layer=layer,
                                     iter_n=iter_n, octave_n=octave_n, octave_scale=octave_scale,
                                     step_size=step_size, jitter=jitter, clip=clip, seed=seed, channel=channel,
-                                    tile=tile, colors=colors), progress)
+                                    tile=tile, colors=colors, lapnorm=lapnorm), progress)
 
         run_zoom = go_zoom.click(zoom_frames_of, [image] + options + [frames, scale, fps],
                                  [zoom_status, zoom_live, zoom_frames, videos, recipe], api_name='zoom',

@@ -309,7 +309,7 @@ def _call(url, data):
 
 def _options(image, **changes):
     options = dict(layer='inception_4c/output', iter_n=1, octave_n=1, octave_scale=1.4, step_size=1.5, jitter=32,
-                   clip=True, seed='0', channel='', tile='', colors='dream', guide=None, fmt='JPEG')
+                   clip=True, seed='0', channel='', tile='', colors='dream', lapnorm=0, guide=None, fmt='JPEG')
     options.update(changes)
     return [image, *options.values()]
 

@@ -145,11 +145,11 @@ class DiesOnce(Dreamer):
     """A dreamer whose worker process exits abruptly in the middle of its first task (once per marker)."""
     marker = None
 
-    def encoded(self, img, recipe, label=''):
+    def encoded(self, img, recipe, *args, **kwargs):
         if not os.path.exists(self.marker):
             open(self.marker, 'w').close()
             os._exit(1)
-        return super().encoded(img, recipe, label)
+        return super().encoded(img, recipe, *args, **kwargs)
 
 
 def test_cluster_video_survives_a_killed_worker(tmp_path, clip, net):
