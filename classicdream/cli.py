@@ -46,6 +46,10 @@ Options (the notebook's defaults):
                 each colour channel's histogram to the input's (not for visualize)
   --lapnorm=4   normalise each step's gradient over a Laplacian pyramid of 4 levels, as TensorFlow's
                 deepdream tutorial does: smoother, larger patterns (0: the notebook's step)
+  --model=PATH.onnx   dream with another ONNX CNN (torch.onnx, tf2onnx, the ONNX model zoo): see
+                `classicdream layers --model=PATH.onnx` for its layers, and give one as --end
+  --preprocess=caffe|torch|tf   the input that model wants (default: its metadata's, else the
+                notebook's Caffe mean): torchvision's mean and std, or Keras' [-1, 1]
   --quiet       no progress bar'''
 
 
@@ -66,12 +70,12 @@ class Commands:
     classicdream convert DEPLOY WEIGHTS OUT            convert any Caffe net to ONNX
     """
 
-    @_paths('img', 'out', 'outdir')
+    @_paths('img', 'out', 'outdir', 'model')
     def dream(self, img=None, out=None, outdir=None, end=DEFAULT_END, channel=None, noise=None, tile=None,
-              colors=None, lapnorm=0, cluster=None, workers=None, iter_n=10, octave_n=4, octave_scale=1.4,
-              step_size=1.5, jitter=32, clip=True, seed=0, quiet=False):
+              colors=None, lapnorm=0, model=None, preprocess=None, cluster=None, workers=None, iter_n=10,
+              octave_n=4, octave_scale=1.4, step_size=1.5, jitter=32, clip=True, seed=0, quiet=False):
         d = Dreamer(end, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, quiet, channel, tile, colors,
-                    lapnorm)
+                    lapnorm, model, preprocess)
         cluster, workers = _cluster_options(cluster, workers)
         if noise is not None and img is not None:
             raise UserError('give an image or --noise=WxH, not both')
@@ -98,17 +102,18 @@ class Commands:
         save_image(out, d.finished(result, base), d.recipe(command='dream', input=name))
         print(out)
 
-    @_paths('img', 'guide', 'out')
-    def guide(self, img, guide, out=None, end='inception_3b/output', tile=None, colors=None, lapnorm=0, iter_n=10,
-              octave_n=4, octave_scale=1.4, step_size=1.5, jitter=32, clip=True, seed=0, quiet=False):
+    @_paths('img', 'guide', 'out', 'model')
+    def guide(self, img, guide, out=None, end='inception_3b/output', tile=None, colors=None, lapnorm=0, model=None,
+              preprocess=None, iter_n=10, octave_n=4, octave_scale=1.4, step_size=1.5, jitter=32, clip=True, seed=0,
+              quiet=False):
         d = Dreamer(end, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, quiet, tile=tile,
-                    colors=colors, lapnorm=lapnorm)
+                    colors=colors, lapnorm=lapnorm, model=model, preprocess=preprocess)
         if d.weights:
             raise UserError('guide dreams at one --end layer')
         base, guide_img = load_image(img), load_image(guide)
         out = output(out, d.default_name(img, guide), [img, guide])
         check_octaves(d.net, guide_img.shape, 1, 1.0, d.end)
-        objective = objective_guide(d.net, guide_img, d.end)
+        objective = objective_guide(d.net, guide_img, d.end, d.prep)
         d = d.fitted(base.shape)
         result = d.dream(base, random_state(d.seed), objective, label=Path(str(img)).name)
         save_image(out, d.finished(result, base),
@@ -144,12 +149,12 @@ class Commands:
                    d.recipe(command='visualize', input=name, class_index=index, class_name=label))
         print(out)
 
-    @_paths('img', 'outdir', 'mp4', 'gif')
+    @_paths('img', 'outdir', 'mp4', 'gif', 'model')
     def zoom(self, img, frames, scale=0.05, outdir=None, mp4=None, gif=None, fps=25, end=DEFAULT_END, colors=None,
-             lapnorm=0, iter_n=10, octave_n=4, octave_scale=1.4, step_size=1.5, jitter=32, clip=True, seed=0,
-             quiet=False):
+             lapnorm=0, model=None, preprocess=None, iter_n=10, octave_n=4, octave_scale=1.4, step_size=1.5,
+             jitter=32, clip=True, seed=0, quiet=False):
         d = Dreamer(end, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, quiet, colors=colors,
-                    lapnorm=lapnorm)
+                    lapnorm=lapnorm, model=model, preprocess=preprocess)
         frames = number('frames', frames, int, 1, allow_equal=True)
         scale = number('scale', scale, float, 0.0)
         if scale >= 1:
@@ -173,15 +178,16 @@ class Commands:
             from .video import write_gif
             print(write_gif(paths, gif, fps, recipe))
 
-    @_paths('src', 'out', 'outdir')
+    @_paths('src', 'out', 'outdir', 'model')
     def video(self, src, out=None, outdir=None, blend=0.0, flow=False, start=0, stop=None, fps=None, gif=False,
               cluster=None, workers=None, end=DEFAULT_END, channel=None, tile=None, colors=None, lapnorm=0,
-              iter_n=10, octave_n=4, octave_scale=1.4, step_size=1.5, jitter=32, clip=True, seed=0, quiet=False):
+              model=None, preprocess=None, iter_n=10, octave_n=4, octave_scale=1.4, step_size=1.5, jitter=32,
+              clip=True, seed=0, quiet=False):
         from .clip import dream_clip
         from .cluster import runner
         from .video import open_clip, write_mp4
         d = Dreamer(end, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, quiet, channel, tile, colors,
-                    lapnorm)
+                    lapnorm, model, preprocess)
         cluster, workers = _cluster_options(cluster, workers)
         blend = number('blend', blend, float, 0, allow_equal=True)
         if blend >= 1:
@@ -230,15 +236,23 @@ class Commands:
             from .video import write_gif
             print(write_gif(paths, gif, source.fps, recipe))
 
-    @_paths('img', 'outdir')
+    @_paths('img', 'outdir', 'model')
     def atlas(self, img, layers=None, outdir=None, thumb=256, cluster=None, workers=None, colors=None, lapnorm=0,
-              iter_n=10, octave_n=4, octave_scale=1.4, step_size=1.5, jitter=32, clip=True, seed=0, quiet=False):
+              model=None, preprocess=None, iter_n=10, octave_n=4, octave_scale=1.4, step_size=1.5, jitter=32,
+              clip=True, seed=0, quiet=False):
         from .atlas import atlas, layer_list
         cluster, workers = _cluster_options(cluster, workers)
-        d = Dreamer(DEFAULT_END, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, quiet,
-                    colors=colors, lapnorm=lapnorm)
+        layers = layer_list(layers) if layers is not None else None
+        d = Dreamer(DEFAULT_END, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, quiet, colors=colors,
+                    lapnorm=lapnorm, model=model, preprocess=preprocess)
+        if model is not None:                 # another net: its own first layer stands for the default
+            from . import load_net
+            from .atlas import atlas_layers
+            net = load_net(model)
+            d.end = d.end_spec = (layers or atlas_layers(net) or [net.layers[-1][0]])[0]
+            d = d.using(net)
         thumb = number('thumb', thumb, int, 16, allow_equal=True)
-        atlas(d, img, layer_list(layers) if layers is not None else None, outdir, thumb, cluster, workers)
+        atlas(d, img, layers, outdir, thumb, cluster, workers)
 
     def serve(self, port=7860, host='127.0.0.1', max_upload='50MB', warm=True):
         """The dream page: http://localhost:7860/ (pip install 'classicdream[web]').
@@ -251,13 +265,14 @@ class Commands:
         from .serve import serve
         serve(port, host, max_upload, warm)
 
-    def layers(self, height=224, width=224):
+    @_paths('model')
+    def layers(self, height=224, width=224, model=None):
         """Every layer you can dream on (--end), in network order, with its output shape for one input.
 
         In-place ReLUs are listed after their convolution: --end=conv gives the pre-ReLU values, as
         pycaffe's forward(end=...) did in the notebook; --end=its ReLU the values after it."""
         from . import load_net
-        net = load_net()
+        net = load_net(model)
         shapes = net.shapes(number('height', height, int, 1, True), number('width', width, int, 1, True))
         for layer, tensor, blob in net.layers[1:]:
             note = f'  (in place on {blob})' if layer != blob else ''

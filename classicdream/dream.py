@@ -12,6 +12,8 @@ extent: nearby image sizes then share compiled programs, and the true pixels get
 image would.
 """
 
+from dataclasses import dataclass
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -24,18 +26,43 @@ from .graph import as_objective, backward, bucketable, gradient_fn, objective_L2
 from .ops import HIGHEST
 from .programs import abstract, bucket, program
 
-MEAN = np.float32([104.0, 116.0, 122.0])[:, None, None]      # bvlc_googlenet's BGR mean, Caffe's transformer
+@dataclass(frozen=True)
+class Preprocessing:
+    """How an RGB image on 0..255 becomes a net's input: channels reversed to BGR or not, then
+    (x - mean) / std per channel, in the net's channel order and on the 0..255 scale."""
+    name: str
+    bgr: bool
+    mean: tuple
+    std: tuple = (1.0, 1.0, 1.0)
+
+    @property
+    def unit(self):
+        return self.std == (1.0, 1.0, 1.0)
+
+
+PREPROCESSINGS = {p.name: p for p in (
+    Preprocessing('caffe', True, (104.0, 116.0, 122.0)),                            # bvlc_googlenet's, the notebook's
+    Preprocessing('torch', False, (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)),   # torchvision's ImageNet
+    Preprocessing('tf', False, (127.5, 127.5, 127.5), (127.5, 127.5, 127.5)),         # Keras' [-1, 1]
+)}
+CAFFE = PREPROCESSINGS['caffe']
+MEAN = np.float32(CAFFE.mean)[:, None, None]      # bvlc_googlenet's BGR mean, Caffe's transformer
 DEFAULT_END = 'inception_4c/output'
 
 
-def preprocess(img):
-    """HWC RGB float image → the net's CHW BGR input, mean subtracted (the notebook's preprocess)."""
-    return jnp.moveaxis(jnp.asarray(img, jnp.float32), 2, 0)[::-1] - MEAN
+def preprocess(img, prep=CAFFE):
+    """HWC RGB float image → the net's CHW BGR input, mean subtracted (the notebook's preprocess); another
+    net's own input with `prep`."""
+    x = jnp.moveaxis(jnp.asarray(img, jnp.float32), 2, 0)
+    x = (x[::-1] if prep.bgr else x) - np.float32(prep.mean)[:, None, None]
+    return x if prep.unit else x / np.float32(prep.std)[:, None, None]
 
 
-def deprocess(img):
+def deprocess(img, prep=CAFFE):
     """The inverse of preprocess: CHW BGR, mean subtracted → HWC RGB float image."""
-    return jnp.moveaxis((jnp.asarray(img) + MEAN)[::-1], 0, 2)
+    x = jnp.asarray(img) if prep.unit else jnp.asarray(img) * np.float32(prep.std)[:, None, None]
+    x = x + np.float32(prep.mean)[:, None, None]
+    return jnp.moveaxis(x[::-1] if prep.bgr else x, 0, 2)
 
 
 def for_display(vis, clip=True):
@@ -43,13 +70,13 @@ def for_display(vis, clip=True):
     return vis if clip else vis * (255.0 / np.percentile(vis, 99.98))
 
 
-def objective_guide(net, guide_img, end):
+def objective_guide(net, guide_img, end, prep=CAFFE):
     """The notebook's guided objective (cells 25–27): at each position, the guide feature that matches best.
 
     The guide's features at `end` are computed once; the objective then sets each position's diff to the
     guide feature vector with the largest dot product with the dream's own feature there.
     """
-    guide_features = net.forward(preprocess(guide_img)[None], end)[0]
+    guide_features = net.forward(preprocess(guide_img, prep)[None], end)[0]
     return Partial(_guide_diff, jnp.asarray(guide_features))
 
 
@@ -63,24 +90,30 @@ def _guide_diff(guide_features, dst):
     return y[:, A.argmax(1)].reshape(dst.shape)      # select the ones that match best
 
 
-def make_step(gradient, src, shift, *, step_size=1.5, clip=True, extent=None, lapnorm=0):
+def make_step(gradient, src, shift, *, step_size=1.5, clip=True, extent=None, lapnorm=0, prep=CAFFE):
     """Basic gradient ascent step, on the (3, H, W) input `src`; `shift` is the step's jitter (ox, oy).
 
     `gradient(src)` is the notebook's net.forward(end) + objective + net.backward(start=end), returning
     the diff that reaches the input: the whole image at once, or tile by tile for big images. With
     `extent` (h, w), `src` is padded to a bucket: the roll and the mean see only its true h x w pixels.
     `lapnorm` (levels; 0: the notebook's step) first normalises the gradient's frequency bands (lapnorm.py).
+    Another net's input (`prep`) is clipped to its own range, and the step stays in pixel levels.
     """
     ox, oy = shift[0], shift[1]
     src = roll(src, ox, oy, extent)                                # apply jitter shift
     g = gradient(src)
     if lapnorm:
         g = lap_normalize(g, lapnorm)
+    if not prep.unit:
+        step_size = step_size / np.float32(np.mean(prep.std))
     src = src + step_size / mean_abs(g, extent) * g                # normalized ascent step
     src = roll(src, -ox, -oy, extent)                              # unshift image
     if clip:
-        bias = jnp.asarray(MEAN)
-        src = jnp.clip(src, -bias, 255 - bias)
+        bias = jnp.asarray(np.float32(prep.mean)[:, None, None])
+        low, high = -bias, 255 - bias
+        if not prep.unit:
+            low, high = low / np.float32(prep.std)[:, None, None], high / np.float32(prep.std)[:, None, None]
+        src = jnp.clip(src, low, high)
     return src
 
 
@@ -104,8 +137,8 @@ def mean_abs(g, extent=None):
         return (jnp.abs(g).astype(jnp.float64).sum() / count).astype(jnp.float32)
 
 
-@program(static_argnames=('nodes', 'end', 'clip', 'lapnorm'))
-def octave_steps(params, src, shifts, objective, step_size, extent, *, nodes, end, clip, lapnorm=0):
+@program(static_argnames=('nodes', 'end', 'clip', 'lapnorm', 'prep'))
+def octave_steps(params, src, shifts, objective, step_size, extent, *, nodes, end, clip, lapnorm=0, prep=CAFFE):
     """All iter_n steps of one octave in one device call: a scan of make_step over the jitter shifts.
 
     The scan stays rolled, so one step is traced and compiled whatever iter_n is; the net's convolutions
@@ -116,7 +149,8 @@ def octave_steps(params, src, shifts, objective, step_size, extent, *, nodes, en
         return backward(nodes, params, x[None], end, objective, extent)[0]
 
     def step(x, shift):
-        return make_step(gradient, x, shift, step_size=step_size, clip=clip, extent=extent, lapnorm=lapnorm), None
+        return make_step(gradient, x, shift, step_size=step_size, clip=clip, extent=extent, lapnorm=lapnorm,
+                         prep=prep), None
     return jax.lax.scan(step, src, shifts)[0]
 
 
@@ -196,7 +230,7 @@ def check_octaves(net, shape, octave_n, octave_scale, end):
 
 
 def deepdream(net, base_img, iter_n=10, octave_n=4, octave_scale=1.4, end=DEFAULT_END, clip=True, seed=0,
-              objective=objective_L2, progress=None, tile=None, lapnorm=0, **step_params):
+              objective=objective_L2, progress=None, tile=None, lapnorm=0, preprocessing=CAFFE, **step_params):
     """The notebook's deepdream(): octaves, detail carried between them, iter_n steps per octave.
 
     Returns the float HWC RGB image, as the notebook did. `seed` is an int (the notebook's
@@ -207,7 +241,8 @@ def deepdream(net, base_img, iter_n=10, octave_n=4, octave_scale=1.4, end=DEFAUL
     octave's size, as the float HWC RGB image the dream returns; an exception it raises stops the dream.
     `tile` (pixels) computes the gradient of octaves larger than tile x tile in tiles, to bound memory; an
     octave it covers runs exactly as untiled. `lapnorm` (levels, 0: off) normalises each step's gradient
-    with a Laplacian pyramid, as TensorFlow's deepdream tutorial does (lapnorm.py).
+    with a Laplacian pyramid, as TensorFlow's deepdream tutorial does (lapnorm.py). `preprocessing` is
+    how the net wants its input (Preprocessing: the notebook's Caffe mean, torchvision's or Keras').
     """
     rng = random_state(seed)
     jitter = step_params.pop('jitter', 32)
@@ -221,10 +256,11 @@ def deepdream(net, base_img, iter_n=10, octave_n=4, octave_scale=1.4, end=DEFAUL
     sizes, shapes, tiled, padded = octave_shapes(net, np.shape(base_img), octave_n, octave_scale, end, tile,
                                                  lapnorm)
     extents = [np.int32(size) for size in sizes]
-    steps = dict(nodes=net.nodes, end=tensor, clip=clip, lapnorm=lapnorm)
+    prep = preprocessing
+    steps = dict(nodes=net.nodes, end=tensor, clip=clip, lapnorm=lapnorm, prep=prep)
     ask_ahead(net, shapes, extents, tiled, padded, iter_n, objective, steps)
     # prepare base images for all octaves
-    octaves = [preprocessed(pad(base_img, shapes[0]))]
+    octaves = [preprocessed(pad(base_img, shapes[0]), prep=prep)]
     for i in range(octave_n - 1):
         octaves.append(zoomed(octaves[-1], extents[i], extents[i + 1], shape=shapes[i + 1]))
     detail = np.zeros(octaves[-1].shape, np.float32)     # allocate image for network-produced details
@@ -241,17 +277,17 @@ def deepdream(net, base_img, iter_n=10, octave_n=4, octave_scale=1.4, end=DEFAUL
             for shift in shifts:                 # tile offsets come from the same stream, after the jitter
                 offset = (rng.randint(tile) if h > tile else 0, rng.randint(tile) if w > tile else 0)
                 src = make_step(tiled_gradient(net, tensor, objective, tile, offset), src, shift,
-                                step_size=np.float32(step_size), clip=clip, lapnorm=lapnorm)
+                                step_size=np.float32(step_size), clip=clip, lapnorm=lapnorm, prep=prep)
         else:
             src = octave_steps(net.params, src, shifts, objective, np.float32(step_size),
                                extents[i] if padded else None, **steps)
         if progress:
             jax.block_until_ready(src)
-            progress(octave, (h, w), lambda src=src, h=h, w=w: np.asarray(deprocessed(src))[:h, :w])
+            progress(octave, (h, w), lambda src=src, h=h, w=w: np.asarray(deprocessed(src, prep=prep))[:h, :w])
         # extract details produced on the current octave
         detail = subtracted(src, octave_base)
     # returning the resulting image
-    return np.asarray(deprocessed(src))[:h, :w]
+    return np.asarray(deprocessed(src, prep=prep))[:h, :w]
 
 
 def pad(img, shape):
@@ -274,8 +310,8 @@ def _subtracted(a, b):
 
 # Every array operation of the dream is a program: an eager one would compile on first use, waiting
 # behind the octaves' compiles, and would be compiled again in every new process.
-preprocessed = program()(preprocess)
-deprocessed = program()(deprocess)
+preprocessed = program(static_argnames=('prep',))(preprocess)
+deprocessed = program(static_argnames=('prep',))(deprocess)
 zoomed = program(static_argnames=('shape',))(resample.zoom)
 added = program()(_added)
 subtracted = program()(_subtracted)
@@ -289,14 +325,15 @@ def ask_ahead(net, shapes, extents, tiled, padded, iter_n, objective, steps):
     octaves compile while the first ones dream."""
     float_image = lambda shape: jax.ShapeDtypeStruct((3, *shape), jnp.float32)
     extent = jax.ShapeDtypeStruct((2,), jnp.int32)
-    preprocessed.executable(jax.ShapeDtypeStruct((*shapes[0], 3), jnp.float32))
+    prep = steps['prep']
+    preprocessed.executable(jax.ShapeDtypeStruct((*shapes[0], 3), jnp.float32), prep=prep)
     for i in range(len(shapes) - 1):
         zoomed.executable(float_image(shapes[i]), extent, extent, shape=shapes[i + 1])
         zoomed.executable(float_image(shapes[i + 1]), extent, extent, shape=shapes[i])
     for shape in shapes:
         added.executable(float_image(shape), float_image(shape))
         subtracted.executable(float_image(shape), float_image(shape))
-    deprocessed.executable(float_image(shapes[0]))
+    deprocessed.executable(float_image(shapes[0]), prep=prep)
     for i in reversed(range(len(shapes))):
         if not tiled[i]:
             octave_steps.executable(abstract(net.params), float_image(shapes[i]),
@@ -305,12 +342,12 @@ def ask_ahead(net, shapes, extents, tiled, padded, iter_n, objective, steps):
 
 
 def ask_for(net, shape, iter_n=10, octave_n=4, octave_scale=1.4, end=DEFAULT_END, clip=True, objective=objective_L2,
-            tile=None, lapnorm=0):
+            tile=None, lapnorm=0, preprocessing=CAFFE):
     """Have the programs of deepdream(net, an image of `shape`, ...) built in the pool, without dreaming:
     a server warms up so before its first visitor."""
     sizes, shapes, tiled, padded = octave_shapes(net, shape, octave_n, octave_scale, end, tile, lapnorm)
     ask_ahead(net, shapes, [np.int32(size) for size in sizes], tiled, padded, iter_n, as_objective(objective),
-              dict(nodes=net.nodes, end=net.tensor(end), clip=clip, lapnorm=lapnorm))
+              dict(nodes=net.nodes, end=net.tensor(end), clip=clip, lapnorm=lapnorm, prep=preprocessing))
 
 
 def check_tile(net, tile, end):

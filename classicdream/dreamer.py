@@ -13,7 +13,7 @@ from pathlib import Path
 
 from . import __version__, memory
 from .colors import CHOICES, recolored
-from .dream import check_octaves, check_tile, deepdream, for_display, random_state
+from .dream import CAFFE, PREPROCESSINGS, check_octaves, check_tile, deepdream, for_display, random_state
 from .images import encode_image
 from .objectives import check_channels, objective_channel, objective_weighted
 
@@ -118,7 +118,7 @@ class Dreamer:
     """The options of the commands that dream, checked; holds the net once it is loaded."""
 
     def __init__(self, end, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, quiet, channel=None,
-                 tile=None, colors=None, lapnorm=0):
+                 tile=None, colors=None, lapnorm=0, model=None, preprocess=None):
         self.end, self.weights = parse_end(end)
         self.end_spec = ','.join(f'{e}:{w:g}' for e, w in zip(self.end, self.weights)) if self.weights \
             else self.end
@@ -138,6 +138,10 @@ class Dreamer:
             raise UserError(f'--colors must be {" or ".join(CHOICES)}, got {colors!r}')
         self.colors = None if colors is None else str(colors)
         self.lapnorm = number('lapnorm', lapnorm, int, 0, allow_equal=True)
+        self.model = None if model is None else str(model)
+        if preprocess is not None and str(preprocess) not in PREPROCESSINGS:
+            raise UserError(f'--preprocess must be {", ".join(PREPROCESSINGS)}, got {preprocess!r}')
+        self.preprocess = None if preprocess is None else str(preprocess)
         if self.lapnorm > 12:
             raise UserError(f'--lapnorm must be at most 12 levels, got {lapnorm!r}')
         self._net = None
@@ -150,7 +154,7 @@ class Dreamer:
     def net(self):
         if self._net is None:
             from . import load_net
-            self._net = load_net()
+            self._net = load_net(self.model)
             self.check()
         return self._net
 
@@ -200,6 +204,11 @@ class Dreamer:
         other.tile = tile
         return other
 
+    @property
+    def prep(self):
+        """The net's input: --preprocess, else what the model's metadata says, else the notebook's Caffe mean."""
+        return PREPROCESSINGS[self.preprocess or self.net.preprocessing]
+
     def objective(self):
         if self.channels:
             return objective_channel(self.channels)
@@ -215,6 +224,10 @@ class Dreamer:
             options['colors'] = self.colors
         if self.lapnorm:
             options['lapnorm'] = self.lapnorm
+        if self.model:
+            options['model'] = Path(self.model).name
+        if self.prep is not CAFFE:
+            options['preprocess'] = self.prep.name
         return dict(classicdream=__version__, end=self.end_spec, iter_n=self.iter_n, octave_n=self.octave_n,
                     octave_scale=self.octave_scale, step_size=self.step_size, jitter=self.jitter,
                     clip=self.clip, seed=self.seed, model_sha256=self.net.sha256, **options, **extra)
@@ -252,6 +265,7 @@ class Dreamer:
             return deepdream(self.net, img, iter_n=self.iter_n, octave_n=self.octave_n,
                              octave_scale=self.octave_scale, end=self.end, clip=self.clip, seed=rng,
                              step_size=self.step_size, jitter=self.jitter, tile=self.tile or None, lapnorm=self.lapnorm,
+                             preprocessing=self.prep,
                              progress=progress if bar or on_octave else None, **extra)
         except Exception as e:          # noqa: BLE001 -- XLA's error class has moved between jax versions
             if not memory.is_exhaustion(e):

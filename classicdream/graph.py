@@ -18,27 +18,56 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from .ops import OPS, Node, border_fill, spatial_out, to_nchw, to_nhwc
+from . import onnx_ops, ops
+from .onnx_ops import fold
+from .ops import Node, to_nchw, to_nhwc
+
+OPS = {**ops.OPS, **onnx_ops.OPS}
 from .programs import program
 
 
 def read_graph(model):
-    """ONNX ModelProto → (nodes in order, params pytree, Caffe layer table [layer, tensor, blob])."""
-    nodes = []
+    """ONNX ModelProto → (nodes in order, params pytree, Caffe layer table [layer, tensor, blob], and what
+    cannot be evaluated: {tensor: why}).
+
+    Constant nodes become parameters, and constant inputs that say how to reshape, slice, pad or clip
+    become attributes (onnx_ops.fold), so every node keeps only the tensors it computes with."""
+    constants = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    nodes, unsupported = [], {}
     for n in model.graph.node:
-        attrs = tuple(sorted((a.name, _hashable(onnx.helper.get_attribute_value(a))) for a in n.attribute))
-        nodes.append(Node(n.op_type, tuple(n.input), n.output[0], attrs))
-    params = {t.name: jnp.asarray(numpy_helper.to_array(t), jnp.float32) for t in model.graph.initializer}
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
+        if n.op_type == 'Constant':
+            constants[n.output[0]] = _constant(n, attrs)
+            continue
+        inputs = tuple(n.input)
+        try:
+            inputs, attrs = fold(n.op_type, inputs, attrs, constants)
+        except ValueError as e:
+            unsupported[n.output[0]] = f'{n.op_type} node {n.name or n.output[0]!r}: {e}'
+        if n.op_type not in OPS:
+            unsupported[n.output[0]] = f'operator {n.op_type} (node {n.name or n.output[0]!r}) is not supported'
+        nodes.append(Node(n.op_type, inputs, n.output[0], tuple(sorted((k, _hashable(v)) for k, v in attrs.items()))))
+    used = {i for node in nodes for i in node.inputs}
+    params = {name: jnp.asarray(value, jnp.float32) for name, value in constants.items() if name in used}
     props = {p.key: p.value for p in model.metadata_props}
     if 'caffe_layers' in props:
         layers = [tuple(x) for x in json.loads(props['caffe_layers'])]
     else:                                   # a plain ONNX model: every tensor is its own layer and blob
-        first_input = model.graph.input[0].name
+        first_input = next(i.name for i in model.graph.input if i.name not in constants)
         layers = [(first_input,) * 3] + [(n.output, n.output, n.output) for n in nodes]
-    return tuple(nodes), params, layers
+    return tuple(nodes), params, layers, unsupported
+
+
+def _constant(node, attrs):
+    """A Constant node's value, whichever of its attributes holds it."""
+    for key, value in attrs.items():
+        return numpy_helper.to_array(value) if isinstance(value, onnx.TensorProto) else np.asarray(value)
+    raise ValueError(f'Constant node {node.name or node.output[0]!r} holds no value')
 
 
 def _hashable(v):
+    if isinstance(v, onnx.TensorProto):
+        return tuple(numpy_helper.to_array(v).ravel().tolist())
     return tuple(v) if isinstance(v, list) else v.decode() if isinstance(v, bytes) else v
 
 
@@ -83,6 +112,15 @@ def evaluate(nodes, params, data, end, extent=None):
             values[node.output] = _outside(values[node.output], extents[node.output], 0.0)  # pullback 0·inf
     ends = tuple(values[e] if extent is None else _outside(values[e], extents[e], 0.0) for e in _as_tuple(end))
     return tuple(map(to_nchw, ends)) if isinstance(end, tuple) else to_nchw(ends[0])
+
+
+def border_fill(node):
+    """ops.border_fill for the Caffe operators, onnx_ops.border_fill for the others."""
+    return (onnx_ops if node.op in onnx_ops.OPS else ops).border_fill(node)
+
+
+def spatial_out(node, size, axis):
+    return (onnx_ops if node.op in onnx_ops.OPS else ops).spatial_out(node, size, axis)
 
 
 def _outside(x, extent, fill):
@@ -172,7 +210,9 @@ class Net:
 
     def __init__(self, model, sha256=None):
         model = onnx.load(model) if not isinstance(model, onnx.ModelProto) else model
-        self.nodes, self.params, self.layers = read_graph(model)
+        self.nodes, self.params, self.layers, self.unsupported = read_graph(model)
+        props = {p.key: p.value for p in model.metadata_props}
+        self.preprocessing = props.get('classicdream_preprocess', 'caffe')   # the input this net was trained on
         self.sha256 = sha256
         self.blobs = list(dict.fromkeys(blob for _, _, blob in self.layers))
         self._tensor = {layer: tensor for layer, tensor, _ in self.layers}
@@ -184,9 +224,14 @@ class Net:
         if isinstance(end, (tuple, list)):
             return tuple(self.tensor(e) for e in end)
         if end in self._tensor:
-            return self._tensor[end]
+            tensor = self._tensor[end]
+            for node in needed_nodes(self.nodes, tensor) if self.unsupported else ():
+                if node.output in self.unsupported:
+                    raise ValueError(f'layer {end!r} needs {self.unsupported[node.output]}')
+            return tensor
         close = difflib.get_close_matches(end, list(self._tensor), n=3, cutoff=0.5)
-        hint = f'; did you mean {", ".join(close)}?' if close else '; `classicdream layers` lists them'
+        hint = f'; did you mean {", ".join(close)}?' if close else \
+            '; `classicdream layers` (with the same --model) lists them'
         raise ValueError(f'unknown layer {end!r}{hint}')
 
     def min_size(self, end):

@@ -164,11 +164,17 @@ max_pool_nhwc.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 
 def _average_pool(node, x):
+    """Caffe's average (count_include_pad=1, as convert.py writes it), or ONNX's default, which divides
+    by the pixels of the input that each window covers."""
     kernel, strides, padding, (oh, ow) = _window(node, x)
     total = _pool(x, 0.0, lax.add, kernel, strides, padding, (oh, ow))
     (kh, kw), (sh, sw), ((pt, _), (pl, _)) = kernel, strides, padding
-    div = np.outer(_caffe_avg_divisor(x.shape[1], oh, kh, sh, pt), _caffe_avg_divisor(x.shape[2], ow, kw, sw, pl))
-    return total / jnp.asarray(div[:, :, None], jnp.float32)
+    if attr(node, 'count_include_pad', 0):
+        div = np.outer(_caffe_avg_divisor(x.shape[1], oh, kh, sh, pt),
+                       _caffe_avg_divisor(x.shape[2], ow, kw, sw, pl))
+    else:
+        div = _pool(np.ones((1, *x.shape[1:3], 1), np.float32), 0.0, lax.add, kernel, strides, padding, (oh, ow))[0]
+    return total / jnp.asarray(div[:, :, None] if div.ndim == 2 else div, jnp.float32)
 
 
 def _conv(node, x, w, b=None):
@@ -208,7 +214,8 @@ def _conv_nhwc_fwd(x, w, strides, padding, dilation):
 
 def _conv_nhwc_bwd(strides, padding, dilation, residuals, g):
     x, w = residuals
-    if strides != (1, 1) and dilation == (1, 1):
+    if strides != (1, 1) and dilation == (1, 1) and all(k >= s for k, s in zip(w.shape[:2], strides)):
+        # (a kernel smaller than its stride, a ResNet's 1x1 projection, leaves input positions it never reads)
         return _strided_input_gradient(x.shape, w, strides, padding, g), _weight_gradient(x, w, strides, padding, g)
     pads = [_input_gradient_padding(x.shape[1 + a], w.shape[a], strides[a], dilation[a], padding[a][0],
                                     g.shape[1 + a]) for a in (0, 1)]

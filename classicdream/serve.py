@@ -122,7 +122,7 @@ class Page:
         out = d.default_name(name, guide, 'png' if fmt == 'PNG' else 'jpg')
 
         def work(job):
-            objective = objective_guide(self.net, guide_img, d.end) if guide else None
+            objective = objective_guide(self.net, guide_img, d.end, d.prep) if guide else None
             path = self.folder(job) / out
             path.write_bytes(d.encoded(img, recipe, name, fmt, objective, job.on_octave))
             return str(path)
