@@ -262,3 +262,30 @@ def test_model_zoo_files_are_pinned_and_a_wrong_one_refused(capsys, tmp_path, mo
     code, _, err = run(capsys, 'dream', photo, '--model=resnet19', f'--out={tmp_path / "x.jpg"}', '--quiet')
     assert_one_line_error(code, err, 'resnet19: no such model file, nor a model-zoo name', 'resnet50-v1-7')
     assert all(len(e.sha256) == 64 and e.size > 10 ** 6 and e.preprocess in ('caffe', 'torch') for e in ZOO.values())
+
+
+def test_pointwise_operators_run_in_a_padded_bucket_and_the_rest_at_the_exact_size(tmp_path):
+    """Inside a bucket the true pixels get what the unpadded image gives (graph.evaluate's extent);
+    operators whose result depends on the true size (reflect padding, reshapes) make the layer exact-size."""
+    from classicdream.graph import bucketable
+    model = tmp_path / 'res.onnx'
+    end = _residual_model(model)
+    net = Net(str(model))
+    tensor = net.tensor(end)
+    assert bucketable(net.nodes, tensor)
+    x = RNG.rand(1, 3, 37, 45).astype(np.float32) * 2 - 1
+    padded = np.zeros((1, 3, 48, 48), np.float32)
+    padded[..., :37, :45] = x
+    exact = np.asarray(evaluate(net.nodes, net.params, x, tensor))
+    inside = np.asarray(evaluate(net.nodes, net.params, padded, tensor, extent=(37, 45)))
+    h, w = exact.shape[2:]
+    assert relative_error(inside[..., :h, :w], exact) <= 1e-6 and not inside[..., h:, :].any()
+    for name in ('Pad reflect', 'Reshape', 'AveragePool, padding not counted'):
+        g = Graph()
+        OPERATORS[name](g)
+        other = Net(g.model())
+        assert not bucketable(other.nodes, other.tensor(g.last)), name
+    g = Graph()
+    OPERATORS['Pad constant'](g)
+    other = Net(g.model())
+    assert bucketable(other.nodes, other.tensor(g.last))
