@@ -40,7 +40,10 @@ def parse_bytes(name, value):
     """50MB, 1.5G, 800k or a number of bytes, as bytes."""
     text = str(value).strip().upper().removesuffix('B')
     scale = {'K': 2 ** 10, 'M': 2 ** 20, 'G': 2 ** 30}.get(text[-1:], 1)
-    return int(number(name, text[:-1] if scale > 1 else text, float, 0) * scale)
+    try:
+        return int(number(name, text[:-1] if scale > 1 else text, float, 0) * scale)
+    except UserError:
+        raise UserError(f'--{name} must be a size such as 50MB, got {value!r}') from None
 
 
 def thumbnail_of(layer):
