@@ -114,11 +114,11 @@ def test_bad_video_input_is_one_line(capsys, tmp_path, clip, make, args, words):
     assert not (tmp_path / 'o.mp4').exists()
 
 
-def test_cli_and_a_plain_dream_do_not_import_ray_or_opencv(tmp_path, photo):
+def test_cli_and_a_plain_dream_do_not_import_ray_opencv_or_gradio(tmp_path, photo):
     script = ('import sys; from classicdream.cli import main\n'
               f'try: main(["dream", {str(photo)!r}, "--out={tmp_path / "o.jpg"}", "--iter_n=1", "--octave_n=1",'
               ' "--quiet"])\nexcept SystemExit as e: assert not e.code\n'
-              'print(sorted(m for m in sys.modules if m.split(".")[0] in ("ray", "cv2")))')
+              'print(sorted(m for m in sys.modules if m.split(".")[0] in ("ray", "cv2", "gradio", "selenium")))')
     done = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split()[-1] == '[]' and (tmp_path / 'o.jpg').exists()
