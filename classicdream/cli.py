@@ -254,16 +254,18 @@ class Commands:
         thumb = number('thumb', thumb, int, 16, allow_equal=True)
         atlas(d, img, layers, outdir, thumb, cluster, workers)
 
-    def serve(self, port=7860, host='127.0.0.1', max_upload='50MB', warm=True):
+    @_paths('model')
+    def serve(self, port=7860, host='127.0.0.1', max_upload='50MB', warm=True, model=None):
         """The dream page: http://localhost:7860/ (pip install 'classicdream[web]').
 
         Upload an image, pick a layer and the notebook's options, watch each octave as it is made, and
         download the file `classicdream dream` would write. Visitors' dreams run one at a time, in turn.
           --host=127.0.0.1   only this machine; --host=0.0.0.0 serves every network (said on stderr)
           --max_upload=50MB  larger uploads are refused
-          --warm=True        build the default dream's programs at start, for the first visitor"""
+          --warm=True        build the default dream's programs at start, for the first visitor
+          --model=PATH.onnx  the page dreams with another ONNX CNN (see dream --help)"""
         from .serve import serve
-        serve(port, host, max_upload, warm)
+        serve(port, host, max_upload, warm, model)
 
     @_paths('model')
     def layers(self, height=224, width=224, model=None):

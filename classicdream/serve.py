@@ -69,18 +69,20 @@ class Page:
     """What the page does, apart from how it looks: checks a visitor's request, queues its dream on the
     device, and turns the dream's events into what the page shows."""
 
-    def __init__(self, net, device, results):
-        self.net, self.device, self.results = net, device, Path(results)
+    def __init__(self, net, device, results, model=None):
+        self.net, self.device, self.results, self.model = net, device, Path(results), model
+        ends = [layer for layer, _, _ in net.layers[1:]]
+        self.default_end = DEFAULT_END if DEFAULT_END in ends else (atlas_layers(net) or ends)[0]
 
     def dreamer(self, layer, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, channel, tile,
                 colors='dream', lapnorm=0):
         """The page's fields as a checked Dreamer on the page's net; empty channel and tile are unset, and
         colors 'dream' are the dream's own."""
         blank = lambda v: v is None or str(v).strip() == ''              # noqa: E731
-        d = Dreamer(layer if not blank(layer) else DEFAULT_END, iter_n, octave_n, octave_scale, step_size,
+        d = Dreamer(layer if not blank(layer) else self.default_end, iter_n, octave_n, octave_scale, step_size,
                     jitter, clip, seed, True, None if blank(channel) else str(channel),
                     None if blank(tile) else tile, None if blank(colors) or colors == 'dream' else colors,
-                    0 if blank(lapnorm) else lapnorm)
+                    0 if blank(lapnorm) else lapnorm, self.model)
         return d.using(self.net)
 
     def checked(self, image, notes, **options):
@@ -203,7 +205,7 @@ class Page:
             raise UserError(f'{Path(path).name}: holds no classicdream recipe')
         fields = {key: recipe[key] for key in ('iter_n', 'octave_n', 'octave_scale', 'step_size', 'jitter', 'clip',
                                                'seed') if key in recipe}
-        fields['end'] = recipe.get('end') or DEFAULT_END
+        fields['end'] = recipe.get('end') or self.default_end
         fields['channel'] = ','.join(map(str, recipe.get('channel', [])))
         fields['tile'] = str(recipe['tile']) if recipe.get('tile') else ''
         fields['colors'] = recipe.get('colors') or 'dream'
@@ -218,11 +220,12 @@ class Page:
         return fields, source, said
 
 
-def page(net, device, results, max_upload):
-    """The Gradio Blocks of the dream page."""
+def page(net, device, results, max_upload, model=None):
+    """The Gradio Blocks of the dream page, for bvlc_googlenet or the ONNX file `model` (net)."""
     os.environ.setdefault('GRADIO_ANALYTICS_ENABLED', 'False')
     import gradio as gr
-    p = Page(net, device, results)
+    p = Page(net, device, results, model)
+    defaults = dict(DEFAULTS, end=p.default_end)
     layers = [layer for layer, _, _ in net.layers[1:]]
     thumbs = [(str(thumbnail_of(layer)), layer) for layer in atlas_layers(net) if thumbnail_of(layer)]
     megabytes = f'{max_upload / 2 ** 20:g} MB'
@@ -237,7 +240,7 @@ def page(net, device, results, max_upload):
                                 type='filepath', height=120, elem_id='image')
                 sky = gr.Button("The notebook's sky", size='sm', elem_id='sky')
                 shown = gr.Image(label='Input', interactive=False, height=200, elem_id='input')
-                end = gr.Dropdown(layers, value=DEFAULTS['end'], label='Layer (--end)', elem_id='end',
+                end = gr.Dropdown(layers, value=defaults['end'], label='Layer (--end)', elem_id='end',
                                   allow_custom_value=True, info='what the dream amplifies; the thumbnails show '
                                   'each layer\'s dream of the sky: click one to pick it')
                 gallery = gr.Gallery(thumbs, label='Layers', columns=6, height=220, allow_preview=False,
@@ -324,7 +327,7 @@ def page(net, device, results, max_upload):
                 picked = str(SKY)
             elif not current or Path(current).name != source:
                 said += f'; upload {source} to dream it again'
-            values = [fields.get(key, DEFAULTS[key]) for key in DEFAULTS]
+            values = [fields.get(key, defaults[key]) for key in defaults]
             return values + [picked, said + '.']
         recipe_file.change(take_recipe, [recipe_file, image], options + [image, status], api_visibility='private')
 
@@ -376,8 +379,9 @@ def page(net, device, results, max_upload):
     return blocks
 
 
-def serve(port=7860, host='127.0.0.1', max_upload='50MB', warm=True):
-    """Start the page and serve until interrupted."""
+def serve(port=7860, host='127.0.0.1', max_upload='50MB', warm=True, model=None):
+    """Start the page (for bvlc_googlenet, or the ONNX file or model-zoo name `model`) and serve until
+    interrupted."""
     port = number('port', port, int, 0)
     max_upload = parse_bytes('max_upload', max_upload)
     os.environ.setdefault('GRADIO_ANALYTICS_ENABLED', 'False')
@@ -389,13 +393,13 @@ def serve(port=7860, host='127.0.0.1', max_upload='50MB', warm=True):
         print(f'classicdream: serving on {host}:{port}, not only this machine: anyone who can reach it can '
               f'dream here and see the results', file=sys.stderr)
     from . import load_net
-    net = load_net()
+    net = load_net(model)
     device = Device()
-    if flag('warm', warm):
+    if flag('warm', warm) and model is None:
         warm_up(net)
     results = tempfile.mkdtemp(prefix='classicdream-serve-')
     try:
-        blocks = page(net, device, results, max_upload)
+        blocks = page(net, device, results, max_upload, None if model is None else str(model))
         blocks.queue(default_concurrency_limit=None)
         print(f'classicdream: the page is at http://{"localhost" if str(host) in LOCAL else host}:{port}/',
               file=sys.stderr)

@@ -283,6 +283,28 @@ def test_zoom_gives_the_clis_frames_mp4_and_gif(server, shared, tmp_path, capsys
     assert [Path(f['image']).read_bytes() for f in frames] == [(out / f'{i:04d}.jpg').read_bytes() for i in range(3)]
 
 
+def test_the_page_dreams_with_another_onnx_model(shared, tmp_path, capsys):
+    from gradio_client import Client, handle_file
+    from test_onnx_models import _residual_model
+    model = tmp_path / 'tiny_resnet.onnx'
+    _residual_model(model)
+    proc, url, _, _ = _start(tmp_path, '--warm=False', f'--model={model}')
+    try:
+        flowers = shared / 'images' / 'flowers.jpg'
+        status, _, _, path, recipe = Client(url, verbose=False).predict(handle_file(str(flowers)), iter_n=1,
+                                                                        octave_n=2, api_name='/dream')
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    assert status.startswith('Done') and recipe['model'] == 'tiny_resnet.onnx'
+    from classicdream.atlas import atlas_layers
+    from classicdream.graph import Net
+    first = atlas_layers(Net(str(model)))[0]
+    assert recipe['end'] == first                            # the model's first ReLU stands for the default
+    assert Path(path).read_bytes() == _cli_dream(capsys, tmp_path, flowers, f'--model={model}', f'--end={first}',
+                                                 '--iter_n=1', '--octave_n=2')
+
+
 def _upload(url, data, name):
     """POST a file to Gradio's upload route as a browser does; (HTTP status, body)."""
     boundary = 'classicdreamtest'
