@@ -155,16 +155,12 @@ class Commands:
              jitter=32, clip=True, seed=0, quiet=False):
         d = Dreamer(end, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, quiet, colors=colors,
                     lapnorm=lapnorm, model=model, preprocess=preprocess)
-        frames = number('frames', frames, int, 1, allow_equal=True)
-        scale = number('scale', scale, float, 0.0)
-        if scale >= 1:
-            raise UserError(f'--scale must be below 1, got {scale}')
-        fps = number('fps', fps, float, 0.0)
+        from .zoom import zoom, zoom_options
+        frames, scale, fps = zoom_options(frames, scale, fps)
         if mp4 is not None:
             check_video_output(str(mp4))
         if gif is not None:
             check_video_output(str(gif), '--gif', '.gif')
-        from .zoom import zoom
         outdir = Path(outdir or f'frames/{slug(Path(str(img)).stem)}')
         name, frame = Path(str(img)).name, load_image(img)
         d = d.fitted(frame.shape)
@@ -240,17 +236,14 @@ class Commands:
     def atlas(self, img, layers=None, outdir=None, thumb=256, cluster=None, workers=None, colors=None, lapnorm=0,
               model=None, preprocess=None, iter_n=10, octave_n=4, octave_scale=1.4, step_size=1.5, jitter=32,
               clip=True, seed=0, quiet=False):
-        from .atlas import atlas, layer_list
+        from . import load_net
+        from .atlas import atlas, default_end, layer_list
         cluster, workers = _cluster_options(cluster, workers)
         layers = layer_list(layers) if layers is not None else None
-        d = Dreamer(DEFAULT_END, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, quiet, colors=colors,
-                    lapnorm=lapnorm, model=model, preprocess=preprocess)
-        if model is not None:                 # another net: its own first layer stands for the default
-            from . import load_net
-            from .atlas import atlas_layers
-            net = load_net(model)
-            d.end = d.end_spec = (layers or atlas_layers(net) or [net.layers[-1][0]])[0]
-            d = d.using(net)
+        net = None if model is None else load_net(model)      # another net: its own default layer
+        d = Dreamer(DEFAULT_END if net is None else default_end(net), iter_n, octave_n, octave_scale, step_size,
+                    jitter, clip, seed, quiet, colors=colors, lapnorm=lapnorm, model=model, preprocess=preprocess)
+        d = d if net is None else d.using(net)
         thumb = number('thumb', thumb, int, 16, allow_equal=True)
         atlas(d, img, layers, outdir, thumb, cluster, workers)
 

@@ -39,6 +39,14 @@ class Preprocessing:
     def unit(self):
         return self.std == (1.0, 1.0, 1.0)
 
+    @property
+    def mean_chw(self):
+        return np.float32(self.mean)[:, None, None]
+
+    @property
+    def std_chw(self):
+        return np.float32(self.std)[:, None, None]
+
 
 PREPROCESSINGS = {p.name: p for p in (
     Preprocessing('caffe', True, (104.0, 116.0, 122.0)),                            # bvlc_googlenet's, the notebook's
@@ -54,14 +62,14 @@ def preprocess(img, prep=CAFFE):
     """HWC RGB float image → the net's CHW BGR input, mean subtracted (the notebook's preprocess); another
     net's own input with `prep`."""
     x = jnp.moveaxis(jnp.asarray(img, jnp.float32), 2, 0)
-    x = (x[::-1] if prep.bgr else x) - np.float32(prep.mean)[:, None, None]
-    return x if prep.unit else x / np.float32(prep.std)[:, None, None]
+    x = (x[::-1] if prep.bgr else x) - prep.mean_chw
+    return x if prep.unit else x / prep.std_chw
 
 
 def deprocess(img, prep=CAFFE):
     """The inverse of preprocess: CHW BGR, mean subtracted → HWC RGB float image."""
-    x = jnp.asarray(img) if prep.unit else jnp.asarray(img) * np.float32(prep.std)[:, None, None]
-    x = x + np.float32(prep.mean)[:, None, None]
+    x = jnp.asarray(img) if prep.unit else jnp.asarray(img) * prep.std_chw
+    x = x + prep.mean_chw
     return jnp.moveaxis(x[::-1] if prep.bgr else x, 0, 2)
 
 
@@ -109,10 +117,10 @@ def make_step(gradient, src, shift, *, step_size=1.5, clip=True, extent=None, la
     src = src + step_size / mean_abs(g, extent) * g                # normalized ascent step
     src = roll(src, -ox, -oy, extent)                              # unshift image
     if clip:
-        bias = jnp.asarray(np.float32(prep.mean)[:, None, None])
+        bias = jnp.asarray(prep.mean_chw)
         low, high = -bias, 255 - bias
         if not prep.unit:
-            low, high = low / np.float32(prep.std)[:, None, None], high / np.float32(prep.std)[:, None, None]
+            low, high = low / prep.std_chw, high / prep.std_chw
         src = jnp.clip(src, low, high)
     return src
 
@@ -253,11 +261,9 @@ def deepdream(net, base_img, iter_n=10, octave_n=4, octave_scale=1.4, end=DEFAUL
     check_octaves(net, np.shape(base_img), octave_n, octave_scale, end)
     check_tile(net, tile, end)
     objective = as_objective(objective)
-    sizes, shapes, tiled, padded = octave_shapes(net, np.shape(base_img), octave_n, octave_scale, end, tile,
-                                                 lapnorm)
-    extents = [np.int32(size) for size in sizes]
     prep = preprocessing
-    steps = dict(nodes=net.nodes, end=tensor, clip=clip, lapnorm=lapnorm, prep=prep)
+    sizes, shapes, tiled, padded, extents, steps = plan(net, np.shape(base_img), octave_n, octave_scale, end, clip,
+                                                        tile, lapnorm, prep)
     ask_ahead(net, shapes, extents, tiled, padded, iter_n, objective, steps)
     # prepare base images for all octaves
     octaves = [preprocessed(pad(base_img, shapes[0]), prep=prep)]
@@ -341,13 +347,21 @@ def ask_ahead(net, shapes, extents, tiled, padded, iter_n, objective, steps):
                                     jax.ShapeDtypeStruct((), jnp.float32), extent if padded else None, **steps)
 
 
+def plan(net, shape, octave_n, octave_scale, end, clip, tile, lapnorm, prep):
+    """What a dream of an image of `shape` runs: octave_shapes' sizes, shapes, tiled and padded, each octave's
+    true extent as the programs take it, and the octave programs' static arguments."""
+    sizes, shapes, tiled, padded = octave_shapes(net, shape, octave_n, octave_scale, end, tile, lapnorm)
+    steps = dict(nodes=net.nodes, end=net.tensor(end), clip=clip, lapnorm=lapnorm, prep=prep)
+    return sizes, shapes, tiled, padded, [np.int32(size) for size in sizes], steps
+
+
 def ask_for(net, shape, iter_n=10, octave_n=4, octave_scale=1.4, end=DEFAULT_END, clip=True, objective=objective_L2,
             tile=None, lapnorm=0, preprocessing=CAFFE):
     """Have the programs of deepdream(net, an image of `shape`, ...) built in the pool, without dreaming:
     a server warms up so before its first visitor."""
-    sizes, shapes, tiled, padded = octave_shapes(net, shape, octave_n, octave_scale, end, tile, lapnorm)
-    ask_ahead(net, shapes, [np.int32(size) for size in sizes], tiled, padded, iter_n, as_objective(objective),
-              dict(nodes=net.nodes, end=net.tensor(end), clip=clip, lapnorm=lapnorm, prep=preprocessing))
+    _, shapes, tiled, padded, extents, steps = plan(net, shape, octave_n, octave_scale, end, clip, tile, lapnorm,
+                                                    preprocessing)
+    ask_ahead(net, shapes, extents, tiled, padded, iter_n, as_objective(objective), steps)
 
 
 def check_tile(net, tile, end):

@@ -138,12 +138,12 @@ class Dreamer:
             raise UserError(f'--colors must be {" or ".join(CHOICES)}, got {colors!r}')
         self.colors = None if colors is None else str(colors)
         self.lapnorm = number('lapnorm', lapnorm, int, 0, allow_equal=True)
+        if self.lapnorm > 12:
+            raise UserError(f'--lapnorm must be at most 12 levels, got {lapnorm!r}')
         self.model = None if model is None else str(model)
         if preprocess is not None and str(preprocess) not in PREPROCESSINGS:
             raise UserError(f'--preprocess must be {", ".join(PREPROCESSINGS)}, got {preprocess!r}')
         self.preprocess = None if preprocess is None else str(preprocess)
-        if self.lapnorm > 12:
-            raise UserError(f'--lapnorm must be at most 12 levels, got {lapnorm!r}')
         self._net = None
 
     def __getstate__(self):
@@ -200,9 +200,7 @@ class Dreamer:
             raise UserError(f'{what}: use --tile={tile} (the largest that fits) or a smaller image')
         (say or (lambda line: print(f'classicdream: {line}', file=sys.stderr)))(
             f'{what}: dreaming in tiles of {tile}x{tile} (--tile={tile})')
-        other = copy.copy(self)
-        other.tile = tile
-        return other
+        return self.tiled(tile)
 
     @property
     def prep(self):

@@ -21,9 +21,9 @@ from onnx import numpy_helper
 from . import onnx_ops, ops
 from .onnx_ops import fold
 from .ops import Node, to_nchw, to_nhwc
+from .programs import program
 
 OPS = {**ops.OPS, **onnx_ops.OPS}
-from .programs import program
 
 
 def read_graph(model):

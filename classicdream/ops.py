@@ -173,8 +173,9 @@ def _average_pool(node, x):
         div = np.outer(_caffe_avg_divisor(x.shape[1], oh, kh, sh, pt),
                        _caffe_avg_divisor(x.shape[2], ow, kw, sw, pl))
     else:
-        div = _pool(np.ones((1, *x.shape[1:3], 1), np.float32), 0.0, lax.add, kernel, strides, padding, (oh, ow))[0]
-    return total / jnp.asarray(div[:, :, None] if div.ndim == 2 else div, jnp.float32)
+        div = _pool(np.ones((1, *x.shape[1:3], 1), np.float32), 0.0, lax.add, kernel, strides, padding,
+                    (oh, ow))[0, :, :, 0]
+    return total / jnp.asarray(div[:, :, None], jnp.float32)
 
 
 def _conv(node, x, w, b=None):

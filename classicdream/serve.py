@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .atlas import atlas_layers
+from .atlas import atlas_layers, default_end
 from .dream import DEFAULT_END, ask_for, check_octaves, objective_guide
-from .zoom import zoom
+from .zoom import zoom, zoom_options
 from .dreamer import Dreamer, UserError, flag, number, slug
 from .images import ImageError, load_image, recipe_or_none
 from .jobs import Cancelled, Device
@@ -31,6 +31,7 @@ THUMBS = DATA / 'thumbs'                       # each atlas layer's dream of the
 LOCAL = ('127.0.0.1', 'localhost', '::1')
 RESULTS_KEPT_S = 3600                          # results (and uploads, in Gradio's cache) older are removed
 PREVIEW_PIXELS = 1024                          # an input is previewed at most this wide and high
+os.environ.setdefault('GRADIO_ANALYTICS_ENABLED', 'False')       # no usage reports: set before Gradio loads
 
 DEFAULTS = dict(end=DEFAULT_END, iter_n=10, octave_n=4, octave_scale=1.4, step_size=1.5, jitter=32, clip=True,
                 seed='0', channel='', tile='', colors='dream', lapnorm=0)
@@ -71,8 +72,7 @@ class Page:
 
     def __init__(self, net, device, results, model=None):
         self.net, self.device, self.results, self.model = net, device, Path(results), model
-        ends = [layer for layer, _, _ in net.layers[1:]]
-        self.default_end = DEFAULT_END if DEFAULT_END in ends else (atlas_layers(net) or ends)[0]
+        self.default_end = default_end(net)
 
     def dreamer(self, layer, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, channel, tile,
                 colors='dream', lapnorm=0):
@@ -138,11 +138,7 @@ class Page:
         notes = []
         try:
             d, img, name = self.checked(image, notes, **options)
-            frames = number('frames', frames, int, 1, allow_equal=True)
-            scale = number('scale', scale, float, 0.0)
-            if scale >= 1:
-                raise UserError(f'--scale must be below 1, got {scale}')
-            fps = number('fps', fps, float, 0.0)
+            frames, scale, fps = zoom_options(frames, scale, fps)
         except (UserError, ValueError, OSError) as e:
             yield 'error', _line(e)
             return
@@ -222,7 +218,6 @@ class Page:
 
 def page(net, device, results, max_upload, model=None):
     """The Gradio Blocks of the dream page, for bvlc_googlenet or the ONNX file `model` (net)."""
-    os.environ.setdefault('GRADIO_ANALYTICS_ENABLED', 'False')
     import gradio as gr
     p = Page(net, device, results, model)
     defaults = dict(DEFAULTS, end=p.default_end)
@@ -384,7 +379,6 @@ def serve(port=7860, host='127.0.0.1', max_upload='50MB', warm=True, model=None)
     interrupted."""
     port = number('port', port, int, 0)
     max_upload = parse_bytes('max_upload', max_upload)
-    os.environ.setdefault('GRADIO_ANALYTICS_ENABLED', 'False')
     try:
         import gradio  # noqa: F401
     except ImportError:

@@ -122,9 +122,7 @@ def write_mp4(frames, out, fps=25, recipe=None, audio=None):
             writer.send(None)
         for path in frames:
             with Image.open(path) as im:
-                if im.size != first.size:
-                    raise ValueError(f'{path}: frame is {im.size[0]}x{im.size[1]}, the first was '
-                                     f'{first.size[0]}x{first.size[1]}')
+                _check_size(path, im, first)
                 writer.send(np.ascontiguousarray(np.asarray(im.convert('RGB'))[:h, :w]))
         writer.close()
         if audio is not None and audio.audio:
@@ -150,13 +148,18 @@ def write_gif(frames, out, fps=25, recipe=None):
     from .files import atomic_write
     images = [Image.open(path).convert('RGB') for path in frames]
     for path, im in zip(frames, images):
-        if im.size != images[0].size:
-            raise ValueError(f'{path}: frame is {im.size[0]}x{im.size[1]}, the first was '
-                             f'{images[0].size[0]}x{images[0].size[1]}')
+        _check_size(path, im, images[0])
     comment = MARKER + json.dumps(recipe or {}).encode()
     atomic_write(out, lambda f: images[0].save(f, format='GIF', save_all=True, append_images=images[1:], loop=0,
                                                duration=round(1000 / fps), comment=comment, optimize=False))
     return Path(out)
+
+
+def _check_size(path, frame, first):
+    """A video's frames are all one size: refuse one that is not the first's."""
+    if frame.size != first.size:
+        raise ValueError(f'{path}: frame is {frame.size[0]}x{frame.size[1]}, the first was '
+                         f'{first.size[0]}x{first.size[1]}')
 
 
 def is_ours(path):

@@ -9,11 +9,21 @@ from pathlib import Path
 import numpy as np
 
 from .dream import random_state, skip_dreams, zoom_frame
+from .dreamer import UserError, number
 from .files import atomic_write
 from .images import load_image, save_image
 from .outputs import output_folder
 
 STATE = '.zoom-state.npz'
+
+
+def zoom_options(frames, scale, fps):
+    """--frames, --scale and --fps, checked: a zoom needs a frame, and a scale below 1."""
+    frames = number('frames', frames, int, 1, allow_equal=True)
+    scale = number('scale', scale, float, 0.0)
+    if scale >= 1:
+        raise UserError(f'--scale must be below 1, got {scale}')
+    return frames, scale, number('fps', fps, float, 0.0)
 
 
 def frame_paths(outdir, frames):
