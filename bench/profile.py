@@ -9,6 +9,7 @@ the slowest single operations with their output shapes.
 
     python bench/profile.py                      # the sky's top octave
     python bench/profile.py --height=294 --width=522 --top=20
+    python bench/profile.py --exact              # unpadded: what running in a bucket costs beside it
 
 Times are per step, averaged over `steps`; the machine is shared, so compare runs made one after another.
 """
@@ -53,13 +54,13 @@ def thunk_times(compiled, args):
     return times
 
 
-def main(height=575, width=1024, steps=2, end=dream.DEFAULT_END, top=15):
+def main(height=575, width=1024, steps=2, end=dream.DEFAULT_END, top=15, exact=False):
     net = classicdream.load_net()
-    shape = (bucket(height), bucket(width))
+    shape = (height, width) if exact else (bucket(height), bucket(width))
     img = dream.pad(classicdream.load_image(SKY)[:height, :width], shape)
     shifts = np.random.RandomState(0).randint(-32, 33, (steps, 2)).astype(np.int32)
     args = (net.params, dream.preprocessed(img), shifts, as_objective(objective_L2), np.float32(1.5),
-            np.int32((height, width)))
+            None if exact else np.int32((height, width)))
     compiled = dream.octave_steps.lower(*args, nodes=net.nodes, end=net.tensor(end), clip=True).compile()
     jax.block_until_ready(compiled(*args))
     start = time.perf_counter()
