@@ -52,9 +52,13 @@ serve: models
 reference:
 	bash bench/build_caffe.sh
 
-# classicdream against the 2015 notebook on that Caffe (classicdream alone until `make reference`).
-bench: models
+# classicdream against the 2015 notebook on that Caffe (classicdream alone until `make reference`), and against
+# PyTorch eager on the same loop: the `bench` extra (torch's CPU wheel) first; without it, no PyTorch rows.
+bench: models $(VENV)/.bench
 	$(PY) bench/bench.py
+
+$(VENV)/.bench: setup.cfg | setup
+	$(PY) -m pip install -q -e '.[bench]' && touch $@ || echo 'make bench: the bench extra (torch) did not install' >&2
 
 # Frames per second of `classicdream video` on a 10-frame 1024x576 clip: sequential and on 2 local Ray workers.
 bench-video: models

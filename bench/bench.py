@@ -1,8 +1,12 @@
-"""`make bench`: classicdream against the 2015 notebook on real Caffe, in one run on this machine.
+"""`make bench`: classicdream against the 2015 notebook on real Caffe and on PyTorch eager, in one run here.
 
 Same image (sky1024px.jpg), the notebook's default parameters, seed 0. Each measurement runs in its own
 process, so compile caches and peak memory belong to one thing only:
 - Caffe: the notebook's cells (bench/notebook_caffe.py) on the pycaffe that `make reference` built;
+- PyTorch: the same loop and weights in torch eager (bench/torch_dream.py: fp32, channels_last, every core),
+  what a user would pick instead of either; a first run in a fresh process (oneDNN's primitives for each
+  shape built then) and the better of two more, in two processes: the better first run, the best steady.
+  On the GPU too where torch has CUDA (the `bench` extra's CPU wheel has not);
 - classicdream, per JAX platform (CPU, and GPU when JAX sees one): a first run in a fresh process with an
   empty cache of compiled programs, two more calls in that process (steady state: the better of the two,
   split into host and device work), a dream at a second layer in that process; then new processes with
@@ -10,12 +14,13 @@ process, so compile caches and peak memory belong to one thing only:
   each the better of two processes, since the machine's noise (±0.5 s) is the size of their targets.
   The warm process also measures what the times are read against: XLA's FLOP count of the dream, the
   device's matrix-product peak, and one step beside Caffe's (PSNR).
-Prints a table, writes it to bench/RESULTS.md, and ends with key=value lines for scripts. JAX is imported
-only inside the workers, so this parent process never holds device memory that they need.
+Prints a table, writes it to bench/RESULTS.md, and ends with key=value lines for scripts. JAX and torch are
+imported only inside the workers, so this parent process never holds device memory that they need.
 """
 import contextlib
 import datetime
 import importlib.metadata
+import importlib.util
 import json
 import os
 import platform
@@ -37,6 +42,7 @@ CAFFE_MODEL = CAFFE / 'model'
 CAFFE_NAME = 'BVLC Caffe 9b89154 (PyPI brocolli-caffe 9.0.2), CPU only, Debian OpenBLAS'
 CAFFE_PYTHON = '/usr/bin/python3'                        # pycaffe is built for Debian's own interpreter
 RESULTS = ROOT / 'bench' / 'RESULTS.md'
+MODEL = Path(os.environ.get('CLASSICDREAM_MODELS', ROOT / 'models')) / 'bvlc_googlenet.onnx'   # `make models`
 SECOND_END = 'inception_3b/output'          # a layer the first dreams did not compile
 NEW_SIZE = (1020, 572)                        # never dreamed before; its octaves share the sky's buckets
 GB = 1e9
@@ -53,11 +59,12 @@ def peak_rss():
 
 
 def timed_dream(net, img, **kwargs):
-    """Wall time of the notebook's call, deepdream(net, img) after np.random.seed(0), and the peak RSS so far."""
+    """Wall time of the notebook's call, deepdream(net, img) after np.random.seed(0), the peak RSS so far, and
+    the dream."""
     import classicdream
     start = time.perf_counter()
-    classicdream.deepdream(net, img, seed=0, **kwargs)
-    return time.perf_counter() - start, peak_rss()
+    dream = classicdream.deepdream(net, img, seed=0, **kwargs)
+    return time.perf_counter() - start, peak_rss(), dream
 
 
 class BuildClock:
@@ -115,7 +122,7 @@ def host_and_device(net, img):
     programs.Program.__call__ = recording
     try:
         host = time.thread_time()
-        wall, _ = timed_dream(net, img)
+        wall, _, _ = timed_dream(net, img)
         host = time.thread_time() - host
     finally:
         programs.Program.__call__ = call
@@ -198,15 +205,16 @@ def worker(mode, out, again=False):
     img = classicdream.load_image(IMAGE)
     result = {'device': jax.devices()[0].device_kind}
     if mode == 'cold':
-        result['cold'], result['cold_rss'] = timed_dream(net, img)
+        result['cold'], result['cold_rss'], dream = timed_dream(net, img)
         result['cold_builds'] = clock.take()
-        steady, result['steady_rss'] = timed_dream(net, img)
+        np.save(out / f'{jax.default_backend()}_dream.npy', dream)         # what PyTorch's dream is read against
+        steady, result['steady_rss'], _ = timed_dream(net, img)
         result['steady_wall'], result['host_work'], result['device_work'] = host_and_device(net, img)
         result['steady'] = min(steady, result['steady_wall'])
-        result['second_end'], _ = timed_dream(net, img, end=SECOND_END)
+        result['second_end'], _, _ = timed_dream(net, img, end=SECOND_END)
         result['second_end_builds'] = clock.take()
     elif mode == 'warm':
-        result['warm'], result['warm_rss'] = timed_dream(net, img)
+        result['warm'], result['warm_rss'], _ = timed_dream(net, img)
         result['warm_builds'] = clock.take()
         if not again:
             result['flops'] = dream_flops(net, img.shape)
@@ -215,7 +223,7 @@ def worker(mode, out, again=False):
     else:
         from PIL import Image
         other = np.float32(Image.fromarray(np.uint8(img)).resize(NEW_SIZE, Image.BILINEAR))
-        result['newsize'], result['newsize_rss'] = timed_dream(net, other)
+        result['newsize'], result['newsize_rss'], _ = timed_dream(net, other)
         result['newsize_builds'] = clock.take()
     (out / f'{jax.default_backend()}_{mode}{"_again" if again else ""}.json').write_text(json.dumps(result))
 
@@ -277,7 +285,58 @@ def run_classicdream(plat, out):
             if again and measured[mode] >= result[mode]:
                 continue            # the better of the processes, with its own peak memory and build times
             result.update(measured)
-    return dict(result, step=np.load(out / f'{plat}_step.npy'))
+    return dict(result, step=np.load(out / f'{plat}_step.npy'), dream=np.load(out / f'{plat}_dream.npy'))
+
+
+def torch_cuda():
+    """Whether torch sees a CUDA device; asked in a throwaway process, as gpu_platform asks JAX."""
+    proc = subprocess.run([sys.executable, '-c', 'import torch; print(torch.cuda.is_available())'],
+                          capture_output=True, text=True)
+    return proc.stdout.strip() == 'True'
+
+
+def run_torch(out, gpu):
+    """PyTorch eager on the notebook's loop, {'cpu': ..., 'gpu': ...} (each platform it could run on), or {}
+    (and why, in one line) where torch is not installed."""
+    if importlib.util.find_spec('torch') is None:
+        print("PyTorch not installed here: `pip install -e '.[bench]'` adds its CPU wheel (`make bench` "
+              "does); no PyTorch rows this time.", file=sys.stderr)
+        return {}
+    platforms = ['cpu']
+    if gpu and torch_cuda():
+        platforms.append('gpu')
+    elif gpu:
+        print('PyTorch here has no CUDA (the bench extra installs the CPU wheel): no PyTorch GPU row.',
+              file=sys.stderr)
+    results = {}
+    for plat in platforms:
+        device = 'cuda' if plat == 'gpu' else 'cpu'
+        print(f'PyTorch {plat.upper()}: the same loop in torch eager, 2 processes of a first run and steady ones ...',
+              file=sys.stderr)
+        try:
+            results[plat] = torch_processes(out, device, plat)
+        except BenchError as e:
+            print(f'{e}; no PyTorch {plat.upper()} rows this time.', file=sys.stderr)
+    return results
+
+
+def torch_processes(out, device, plat):
+    """The better first run of two fresh processes, and the best steady dream of either.
+
+    Two, as for classicdream's new processes: torch's threads wait for one another at every operator, so
+    another program on a shared core slows a run by several times, the first run above all."""
+    best = {}
+    for _ in range(2):
+        run(f'PyTorch on {plat.upper()}', [sys.executable, str(ROOT / 'bench' / 'torch_dream.py'), str(MODEL),
+                                           str(IMAGE), str(out), device], {})
+        name = out / f'torch_{device}'
+        measured = json.loads(name.with_suffix('.json').read_text())
+        for what in ('cold', 'steady'):
+            if what not in best or measured[what] < best[what]:
+                best.update({what: measured[what], f'{what}_rss': measured[f'{what}_rss']})
+        best.update({k: v for k, v in measured.items() if k not in best},
+                    step=np.load(f'{name}_step.npy'), dream=np.load(f'{name}_dream.npy'))
+    return best
 
 
 # ---------------------------------------------------------------- the report
@@ -287,11 +346,22 @@ def psnr(a, b):
     return 10 * np.log10(255.0 ** 2 / mse)
 
 
-def rows(caffe, results, cpu_peak):
-    """(label, seconds, peak RSS, FLOP/s ceiling) of every timed dream."""
+def torch_name(t, plat):
+    return f'PyTorch {t["version"].split("+")[0]} eager, {plat.upper()}' + \
+        (', channels_last' if plat == 'cpu' else f' ({t["device"]}), channels_last')
+
+
+def rows(caffe, results, pytorch, cpu_peak):
+    """(label, seconds, peak RSS, FLOP/s ceiling) of every timed dream: each platform's PyTorch rows, then
+    classicdream's."""
     if caffe:
         yield 'Caffe notebook, CPU', caffe['seconds'], caffe['peak_rss'], cpu_peak
     for plat, r in results.items():
+        if plat in pytorch:
+            t = pytorch[plat]
+            yield f'{torch_name(t, plat)}, first run (2 processes, the better)', t['cold'], t['cold_rss'], r['peak']
+            yield (f'{torch_name(t, plat)}, steady (2nd and 3rd calls of the 2, the best)', t['steady'],
+                   t['steady_rss'], r['peak'])
         name = f'classicdream {plat.upper()}' + ('' if plat == 'cpu' else f' ({r["device"]})')
         yield f'{name}, first run, empty cache', r['cold'], r['cold_rss'], r['peak']
         yield f'{name}, steady (2nd and 3rd calls, the better)', r['steady'], r['steady_rss'], r['peak']
@@ -300,11 +370,11 @@ def rows(caffe, results, cpu_peak):
                r['newsize'], r['newsize_rss'], r['peak'])
 
 
-def table(caffe, results):
+def table(caffe, results, pytorch):
     flops = results['cpu']['flops']
     lines = ['| deepdream(net, img), sky1024px, defaults, seed 0 | wall s | speed vs Caffe | process peak RSS | '
              'GFLOP/s | of peak |', '|---|---:|---:|---:|---:|---:|']
-    for label, seconds, rss, peak in rows(caffe, results, results['cpu']['peak']):
+    for label, seconds, rss, peak in rows(caffe, results, pytorch, results['cpu']['peak']):
         ratio = f'{caffe["seconds"] / seconds:.2f}×' if caffe else '—'
         lines.append(f'| {label} | {seconds:.3g} | {ratio} | {rss / GB:.2f} GB | {flops / seconds / 1e9:.0f} | '
                      f'{flops / seconds / peak:.1%} |')
@@ -328,6 +398,19 @@ def table(caffe, results):
                          f'{abs(r["step"] - caffe["step"]).max():.2f} levels.')
     else:
         lines.append('- No Caffe reference in this run (`make reference` builds it), so no ratios or step parity.')
+    for plat, t in pytorch.items():
+        r = results[plat]
+        caffe_step = f'; PyTorch vs Caffe: {psnr(t["step"], caffe["step"]):.1f} dB' if caffe and plat == 'cpu' else ''
+        lines.append(f'- PyTorch anchor, {plat.upper()} ({t["threads"]} threads, bench/torch_dream.py): '
+                     f'classicdream\'s steady dream is {t["steady"] / r["steady"]:.2f}× as fast as PyTorch\'s steady '
+                     f'one, its first run (empty cache) {t["cold"] / r["cold"]:.2f}× as fast as PyTorch\'s first run. '
+                     f'The same computation: one make_step on the full image, seed-0 shift, PyTorch vs classicdream: '
+                     f'PSNR {psnr(t["step"], r["step"]):.1f} dB, max |diff| {abs(t["step"] - r["step"]).max():.2f} '
+                     f'levels{caffe_step}; the whole seed-0 dream vs classicdream\'s: '
+                     f'{psnr(t["dream"], r["dream"]):.1f} dB (40 steps of a chaotic map: float noise flips near-ties '
+                     f'in pooling, reference README fact 6).')
+    if not pytorch:
+        lines.append("- No PyTorch in this run (`pip install -e '.[bench]'` adds it), so no PyTorch rows.")
     return '\n'.join(lines)
 
 
@@ -342,23 +425,27 @@ def machine():
     return f'{cpu}, {os.cpu_count()} cores, {memory:.0f} GiB memory, {platform.system()} {platform.release()}'
 
 
-def versions(caffe):
+def versions(caffe, pytorch):
     v = importlib.metadata.version
     text = f'Python {platform.python_version()}, jax {v("jax")}, jaxlib {v("jaxlib")}, numpy {v("numpy")}, ' \
            f'scipy {v("scipy")}'
+    text += f', torch {pytorch["cpu"]["version"]}' if 'cpu' in pytorch else ''
     return text + (f'; reference: {CAFFE_NAME}' if caffe else '')
 
 
-def write_results(text, caffe, load):
+def write_results(text, caffe, pytorch, load):
     """RESULTS.md: the table with what it was measured on; the load says whether others shared the cores."""
     date = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')
-    RESULTS.write_text(f'# Benchmark: classicdream vs the 2015 notebook on real Caffe\n\n'
-                       f'Made by `make bench` on {date}.\n\n- Machine: {machine()}\n- Versions: {versions(caffe)}\n'
+    title = 'the 2015 notebook on real Caffe' + (', and PyTorch eager' if pytorch else '')
+    RESULTS.write_text(f'# Benchmark: classicdream vs {title}\n\n'
+                       f'Made by `make bench` on {date}.\n\n- Machine: {machine()}\n'
+                       f'- Versions: {versions(caffe, pytorch)}\n'
                        f'- Load average (1 min) when it started: {load:.2f}\n'
-                       f'\n{text}\n\nTo reproduce: `make reference` (once), then `make bench`.\n')
+                       f'\n{text}\n\nTo reproduce: `make reference` (once), then `make bench` (it installs the '
+                       f'`bench` extra, torch\'s CPU wheel, first).\n')
 
 
-def key_values(caffe, results):
+def key_values(caffe, results, pytorch):
     pairs = {}
     for plat, r in results.items():
         pairs.update({f'classicdream_{plat}_s': r['steady'], f'classicdream_{plat}_cold_s': r['cold'],
@@ -374,23 +461,34 @@ def key_values(caffe, results):
         pairs = {'caffe_cpu_s': caffe['seconds'], **pairs, 'speedup_vs_caffe_cpu': caffe['seconds'] / cpu['steady'],
                  'cold_speedup_vs_caffe_cpu': caffe['seconds'] / cpu['cold'],
                  'step_psnr_db': psnr(cpu['step'], caffe['step'])}
+    for plat, t in pytorch.items():
+        r = results[plat]
+        pairs.update({f'torch_{plat}_s': t['steady'], f'torch_{plat}_cold_s': t['cold'],
+                      f'speedup_vs_torch_{plat}': t['steady'] / r['steady'],
+                      f'cold_speedup_vs_torch_{plat}': t['cold'] / r['cold'],
+                      f'torch_{plat}_step_psnr_db': psnr(t['step'], r['step']),
+                      f'torch_{plat}_dream_psnr_db': psnr(t['dream'], r['dream'])})
     return '\n'.join(f'{k}={v:.3f}' for k, v in pairs.items())
 
 
 def main():
     if not IMAGE.is_file():
         raise BenchError(f'{IMAGE} not found: set CLASSICDREAM_SHARED to the shared folder')
+    if not MODEL.is_file():
+        raise BenchError(f'{MODEL} not found: `make models` writes it')
     load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix='classicdream-bench-') as tmp:
         out = Path(tmp)
         caffe = run_caffe(out)
+        gpu = gpu_platform()
+        pytorch = run_torch(out, gpu)
         results = {'cpu': run_classicdream('cpu', out)}
-        if gpu_platform():
+        if gpu:
             results['gpu'] = run_classicdream('gpu', out)
-    text = table(caffe, results)
-    write_results(text, caffe, load)
+    text = table(caffe, results, pytorch)
+    write_results(text, caffe, pytorch, load)
     print(f'\n{text}\n\n(written to {RESULTS.relative_to(ROOT)})\n')
-    print(key_values(caffe, results))
+    print(key_values(caffe, results, pytorch))
 
 
 if __name__ == '__main__':
