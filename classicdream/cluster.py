@@ -11,9 +11,12 @@ machine that started it. Ray is imported only when a cluster is asked for.
 import logging
 import os
 import warnings
+from collections import deque
+from itertools import chain
 
 SETTINGS = ('CLASSICDREAM_JAX_CACHE', 'CLASSICDREAM_MODELS', 'CLASSICDREAM_MIRROR')
 DEPTH = 2       # tasks queued per worker: the next one's input is already on its way while one runs
+RESTARTS = 3    # times a worker that dies is replaced, per worker and run
 
 
 class Worker:
@@ -32,6 +35,10 @@ class Worker:
     def run(self, fn, previous, *args):
         return fn(self.tool, previous, *args)
 
+    def ready(self):
+        """Answers once this worker is up: Cluster.run gives it work only then."""
+        return True
+
 
 class Cluster:
     """Ray workers (actors) that hold the tool for their life; `run` spreads lanes over them.
@@ -39,7 +46,8 @@ class Cluster:
     `address`: 'local' starts Ray on this machine, 'auto' joins the cluster this machine belongs to,
     'ray://HOST:PORT' a remote one. Each worker asks for one GPU where the cluster has GPUs (default: one
     worker per GPU), else for an equal share of the CPUs (default: one worker per machine). A worker
-    that dies is restarted and its tasks are run again; results are written by the caller, once."""
+    that dies, or whose machine does, is replaced where it fits, and its tasks are run again;
+    results are written by the caller, once."""
 
     def __init__(self, address, tool, workers=None):
         try:
@@ -73,44 +81,90 @@ class Cluster:
             raise ValueError(f'--workers={n}: the cluster has {have} {"GPUs" if gpus else "CPUs"}')
         share = dict(num_gpus=1, num_cpus=1) if gpus else dict(num_cpus=cpus // n)
         settings = {k: os.environ[k] for k in SETTINGS if k in os.environ}     # where models and programs are
-        actor = ray.remote(Worker).options(max_restarts=3, max_task_retries=3, **share,
+        # Ray restarts nothing: a restarted actor keeps the tasks queued for it until it finds room again,
+        # which it may never do (its machine, with the CPUs or GPU it asked for, may be gone); so every
+        # death fails the dead worker's tasks at once, and run() replaces the worker itself
+        actor = ray.remote(Worker).options(max_restarts=0, max_task_retries=0, **share,
                                            **(dict(runtime_env={'env_vars': settings}) if settings else {}))
-        return [actor.remote(tool, i, None if gpus else share['num_cpus']) for i in range(n)]
+        self._new = lambda i: actor.remote(tool, i, None if gpus else share['num_cpus'])
+        return [self._new(i) for i in range(n)]
 
     def run(self, fn, lanes):
         """Keep every worker busy with a lane at a time, DEPTH tasks ahead, chaining each item to the one
-        before it through Ray's object store; yield (key, result or exception) in completion order."""
+        before it through Ray's object store; yield (key, result or exception) in completion order.
+
+        A worker takes work once it answers ready(): one that never finds room (its machine died as it
+        started, say) holds nothing up, and a batch smaller than what the first worker up gets through
+        while the others start runs on that one alone. A worker that dies takes its unfinished items with
+        it: they go back, in lane order, to the workers at work, and a replacement is started."""
         ray = self.ray
-        lanes = iter(lanes)
-        pending = {}                                    # task -> (key, worker)
-        lane = {w: None for w in self.workers}          # worker -> [items, previous] of its lane
-        queued = {w: 0 for w in self.workers}
+        lanes, again = iter(lanes), deque()             # again: lanes given back by a worker that died
+        pending = {}                                    # task -> (key, worker, its lane, previous, args)
+        lane, queued = {}, {}                           # worker at work -> [items, previous] of its lane
+        probes = {w.ready.remote(): w for w in self.workers}    # ready() -> a worker not at work yet
+        restarts, lost = [0] * self.size, None
         while True:
-            for w in self.workers:
+            for w in lane:
                 while queued[w] < DEPTH:
                     item = next(lane[w][0], None) if lane[w] else None
                     if item is None:
-                        nxt = next(lanes, None)
+                        nxt = again.popleft() if again else next(lanes, None)
                         if nxt is None:
                             break
                         lane[w] = [iter(nxt[1]), nxt[0]]
                         continue
                     key, args = item
                     task = w.run.remote(fn, lane[w][1], *args)
+                    pending[task] = key, w, lane[w], lane[w][1], args
                     lane[w][1] = task
-                    pending[task] = key, w
                     queued[w] += 1
-            if not pending:
+            if lane and not pending:
                 return
-            [done], _ = ray.wait(list(pending), num_returns=1)
-            key, w = pending.pop(done)
-            queued[w] -= 1
+            if not lane and not probes:                 # no worker left, nor any to come: the rest fails
+                for _, items in chain(again, lanes):
+                    for key, _ in items:
+                        yield key, lost
+                return
+            [done], _ = ray.wait([*pending, *probes], num_returns=1)
+            if done in probes:
+                w = probes.pop(done)
+                try:
+                    ray.get(done)
+                    lane[w], queued[w] = None, 0
+                except ray.exceptions.RayError as e:   # it died before it could start
+                    lost = e
+                    self._replace(w, restarts, probes)
+                continue
+            key, w = pending[done][:2]
             try:
-                yield key, ray.get(done)
+                result = ray.get(done)
+            except ray.exceptions.RayActorError as e:
+                lost = e
+                del lane[w], queued[w]
+                self._replace(w, restarts, probes)
+                given = {}                              # id(lane) -> (previous, items, lane) to run again
+                for task in [t for t in pending if pending[t][1] is w]:   # in the order they were given
+                    k, _, its, p, a = pending.pop(task)
+                    given.setdefault(id(its), (p, [], its))[1].append((k, a))
+                again.extend((p, chain(items, its[0])) for p, items, its in given.values())
+                continue
             except ray.exceptions.RayTaskError as e:
-                yield key, e.cause if e.cause is not None else e
+                result = e.cause if e.cause is not None else e
             except ray.exceptions.RayError as e:
-                yield key, e
+                result = e
+            del pending[done]
+            queued[w] -= 1
+            yield key, result
+
+    def _replace(self, w, restarts, probes):
+        """Start another worker in dead `w`'s place, RESTARTS times at most; it is killed first, in case it
+        was only out of reach, so that what it holds is free for the new one."""
+        self.ray.kill(w)
+        i = self.workers.index(w)
+        if restarts[i] < RESTARTS:
+            restarts[i] += 1
+            self.workers[i] = self._new(i)
+            probes[self.workers[i].ready.remote()] = self.workers[i]
 
     def __enter__(self):
         return self
