@@ -33,6 +33,17 @@ def net():
     return classicdream.load_net()
 
 
+def not_carried(name):
+    """Whether bench/gpu.sh left fixture `name` for another device call (never so elsewhere: a missing
+    fixture then fails loudly)."""
+    return bool(os.environ.get('CLASSICDREAM_FIXTURES_CARRIED')) and not (SHARED / 'reference' / f'{name}.npz').exists()
+
+
+def fixture_keys(name):
+    """The arrays of a real-Caffe fixture, to parametrize tests by; none where it was not carried."""
+    return [] if not_carried(name) else np.load(SHARED / 'reference' / f'{name}.npz').files
+
+
 @pytest.fixture(scope='session')
 def reference():
     """Open a real-Caffe fixture file from shared/reference by name, e.g. reference('steps_sky')."""
@@ -40,10 +51,9 @@ def reference():
 
     def load(name):
         if name not in cache:
-            path = SHARED / 'reference' / f'{name}.npz'
-            if os.environ.get('CLASSICDREAM_FIXTURES_CARRIED') and not path.exists():
+            if not_carried(name):
                 pytest.skip(f'{name} not carried to this device call (bench/gpu.sh runs it in another part)')
-            cache[name] = np.load(path)
+            cache[name] = np.load(SHARED / 'reference' / f'{name}.npz')
         return cache[name]
     return load
 

@@ -13,11 +13,10 @@ import pytest
 from caffe_pb import onnxruntime_session
 from classicdream.graph import evaluate
 from classicdream.models import build
-from conftest import SHARED, relative_error
+from conftest import fixture_keys, relative_error
 
 INPUTS = ('sky224', 'noise181x253', 'flowers224')
-CASES = [(name, key) for name in INPUTS
-         for key in np.load(SHARED / 'reference' / f'blobs_{name}.npz').files if key != 'data']
+CASES = [(name, key) for name in INPUTS for key in fixture_keys(f'blobs_{name}') if key != 'data']
 
 
 def last_layer_writing(net, blob):
