@@ -19,7 +19,8 @@ class Job:
     after each octave of a dream), which raises Cancelled once the job is cancelled.
 
     `events()` yields ('waiting', n ahead) while it waits (again every `poll` seconds if n changes), what
-    the work reports, then ('done', result) or ('failed', exception)."""
+    the work reports, then ('done', result) or ('failed', exception); once cancelled, ('stopping',) every
+    `poll` seconds until the work stops, so a listener that is told to go can go at once."""
 
     def __init__(self, device, work, owner=None):
         self.device, self.work, self.owner = device, work, owner
@@ -50,6 +51,9 @@ class Job:
             try:
                 event = self._events.get(timeout=poll)
             except queue.Empty:
+                if self.cancelled:
+                    yield 'stopping',
+                    continue
                 now = self.device.ahead(self)
                 if now is not None and now != ahead:
                     ahead = now

@@ -185,6 +185,8 @@ class Page:
                     names = ', '.join(Path(r).name for r in (result if isinstance(result, list) else [result]))
                     yield 'done', result, recipe, f'{note}Done in {elapsed()}: seed {d.seed}, {names} (the recipe ' \
                                                   f'is inside).'
+                elif kind == 'stopping':      # Gradio ends a cancelled run only when its generator yields
+                    yield 'cancelled', f'{note}Stopping at the end of this octave.'
                 elif isinstance(event[1], Cancelled):
                     yield 'cancelled', f'Cancelled ({event[1]}).'
                 else:
