@@ -54,7 +54,6 @@ PREPROCESSINGS = {p.name: p for p in (
     Preprocessing('tf', False, (127.5, 127.5, 127.5), (127.5, 127.5, 127.5)),         # Keras' [-1, 1]
 )}
 CAFFE = PREPROCESSINGS['caffe']
-MEAN = np.float32(CAFFE.mean)[:, None, None]      # bvlc_googlenet's BGR mean, Caffe's transformer
 DEFAULT_END = 'inception_4c/output'
 
 

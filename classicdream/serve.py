@@ -31,6 +31,7 @@ THUMBS = DATA / 'thumbs'                       # each atlas layer's dream of the
 LOCAL = ('127.0.0.1', 'localhost', '::1')
 RESULTS_KEPT_S = 3600                          # results (and uploads, in Gradio's cache) older are removed
 PREVIEW_PIXELS = 1024                          # an input is previewed at most this wide and high
+STOPPING = 'Stopping at the end of this octave.'   # what Stop says: the device stops at the next octave
 os.environ.setdefault('GRADIO_ANALYTICS_ENABLED', 'False')       # no usage reports: set before Gradio loads
 
 DEFAULTS = dict(end=DEFAULT_END, iter_n=10, octave_n=4, octave_scale=1.4, step_size=1.5, jitter=32, clip=True,
@@ -186,7 +187,7 @@ class Page:
                     yield 'done', result, recipe, f'{note}Done in {elapsed()}: seed {d.seed}, {names} (the recipe ' \
                                                   f'is inside).'
                 elif kind == 'stopping':      # Gradio ends a cancelled run only when its generator yields
-                    yield 'cancelled', f'{note}Stopping at the end of this octave.'
+                    yield 'cancelled', f'{note}{STOPPING}'
                 elif isinstance(event[1], Cancelled):
                     yield 'cancelled', f'Cancelled ({event[1]}).'
                 else:
@@ -371,7 +372,7 @@ def page(net, device, results, max_upload, model=None):
 
         def cancel(request: gr.Request):
             n = device.cancel(request.session_hash)
-            return 'Stopping at the end of this octave.' if n else 'Nothing to stop.'
+            return STOPPING if n else 'Nothing to stop.'
         stop.click(cancel, None, status, cancels=[run, run_zoom], api_visibility='private', queue=False)
     return blocks
 
