@@ -99,8 +99,20 @@ def evaluate(nodes, params, data, end, extent=None):
     name = _input_name(nodes, params)
     values[name] = to_nhwc(data)
     extents = {name: extent}
-    for node in needed_nodes(nodes, end):
+    needed = needed_nodes(nodes, end)
+    siblings = channel_product_groups(needed, params)
+    for node in needed:
+        if node.output in values:                       # computed with its siblings
+            continue
         inputs = [values[i] for i in node.inputs]
+        if node.output in siblings:                     # pointwise: no border, the input's extent
+            group = siblings[node.output]
+            outputs = ops.channel_products(inputs[0], [params[n.inputs[1]] for n in group],
+                                           [params[n.inputs[2]] if len(n.inputs) > 2 else None for n in group])
+            values.update((n.output, y) for n, y in zip(group, outputs))
+            if extent is not None:
+                extents.update((n.output, extents[node.inputs[0]]) for n in group)
+            continue
         if extent is not None:
             size = extents[node.inputs[0]]
             fill = border_fill(node)
@@ -112,6 +124,17 @@ def evaluate(nodes, params, data, end, extent=None):
             values[node.output] = _outside(values[node.output], extents[node.output], 0.0)  # pullback 0·inf
     ends = tuple(values[e] if extent is None else _outside(values[e], extents[e], 0.0) for e in _as_tuple(end))
     return tuple(map(to_nchw, ends)) if isinstance(end, tuple) else to_nchw(ends[0])
+
+
+def channel_product_groups(nodes, params):
+    """Convolutions that are matrix products (ops.is_matrix_product) with constant kernels and read one
+    tensor, keyed by the first one's output, where there are two or more: each group runs as one product."""
+    groups = {}
+    for node in nodes:
+        constant = all(i in params for i in node.inputs[1:])
+        if node.op == 'Conv' and constant and ops.is_matrix_product(node, params[node.inputs[1]]):
+            groups.setdefault(node.inputs[0], []).append(node)
+    return {group[0].output: group for group in groups.values() if len(group) > 1}
 
 
 def border_fill(node):

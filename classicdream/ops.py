@@ -178,18 +178,39 @@ def _average_pool(node, x):
     return total / jnp.asarray(div[:, :, None], jnp.float32)
 
 
-def _conv(node, x, w, b=None):
+def _geometry(node):
     pt, pl, pb, pr = attr(node, 'pads', (0, 0, 0, 0))
-    geometry = (tuple(attr(node, 'strides', (1, 1))), ((pt, pb), (pl, pr)), tuple(attr(node, 'dilations', (1, 1))))
+    return tuple(attr(node, 'strides', (1, 1))), ((pt, pb), (pl, pr)), tuple(attr(node, 'dilations', (1, 1)))
+
+
+def is_matrix_product(node, w):
+    """Whether a Conv node with kernel `w` is a matrix product over channels (1x1, unstrided, unpadded)."""
+    return (w.shape[2:] == (1, 1) and _geometry(node) == ((1, 1), ((0, 0), (0, 0)), (1, 1))
+            and attr(node, 'group', 1) == 1)
+
+
+def channel_products(x, weights, biases):
+    """1x1 convolutions of the NHWC `x`, one per (O, I, 1, 1) kernel of `weights` (biases: arrays or None).
+
+    A matrix product over channels, with the weights as ONNX holds them (O, I): neither it nor its gradient
+    copies them into another layout at every step, as a 1x1 convolution would. Several kernels over one
+    input (an inception module's 1x1 and reduce branches) are one product: the input is read once, and
+    the gradient that reaches it is one product, not a sum of several."""
+    w = jnp.concatenate([k[:, :, 0, 0] for k in weights])
+    y = lax.dot_general(x, w, (((3,), (1,)), ((), ())), precision=HIGHEST)
+    if any(b is not None for b in biases):
+        y = y + jnp.concatenate([jnp.zeros(k.shape[0], y.dtype) if b is None else b for k, b in zip(weights, biases)])
+    return jnp.split(y, np.cumsum([k.shape[0] for k in weights[:-1]]), axis=3) if len(weights) > 1 else [y]
+
+
+def _conv(node, x, w, b=None):
+    geometry = _geometry(node)
     group = attr(node, 'group', 1)
-    if w.shape[2:] == (1, 1) and geometry == ((1, 1), ((0, 0), (0, 0)), (1, 1)) and group == 1:
-        # a matrix product over channels, with the weights as ONNX holds them (O, I): neither it nor its
-        # gradient copies them into another layout at every step, as a 1x1 convolution would
-        y = lax.dot_general(x, w[:, :, 0, 0], (((3,), (1,)), ((), ())), precision=HIGHEST)
-    else:
-        w = jnp.transpose(w, (2, 3, 1, 0))                               # ONNX's OIHW → HWIO
-        # grouped: JAX's own gradient, which XLA:CPU runs slowly inside a loop
-        y = conv_nhwc(x, w, *geometry) if group == 1 else _lax_conv(x, w, *geometry, group)
+    if is_matrix_product(node, w):
+        return channel_products(x, [w], [b])[0]
+    w = jnp.transpose(w, (2, 3, 1, 0))                                   # ONNX's OIHW → HWIO
+    # grouped: JAX's own gradient, which XLA:CPU runs slowly inside a loop
+    y = conv_nhwc(x, w, *geometry) if group == 1 else _lax_conv(x, w, *geometry, group)
     return y if b is None else y + b
 
 
@@ -259,15 +280,49 @@ conv_nhwc.defvjp(_conv_nhwc_fwd, _conv_nhwc_bwd)
 
 
 def _lrn(node, x):
-    """Across-channel LRN: x / (k + α/n · Σ x²)^β over n channels centred on each (Caffe's and ONNX's α/n)."""
-    n, beta = attr(node, 'size'), attr(node, 'beta', 0.75)
-    sq = lax.reduce_window(x * x, 0.0, lax.add, (1, 1, 1, n), (1, 1, 1, 1),
-                           ((0, 0), (0, 0), (0, 0), ((n - 1) // 2, n // 2)))
-    scale = attr(node, 'bias', 1.0) + attr(node, 'alpha', 1e-4) / n * sq
-    if beta == 0.75:                    # bvlc_googlenet's: s^-3/4 = r·√r with r = 1/√s, no exp or log
+    return lrn_nhwc(x, attr(node, 'size'), attr(node, 'alpha', 1e-4), attr(node, 'beta', 0.75), attr(node, 'bias', 1.0))
+
+
+def _channel_window_sum(x, n, mirrored=False):
+    """Σ over the n channels around each one: (n-1)//2 below and n//2 above, or the mirror image."""
+    below, above = (n - 1) // 2, n // 2
+    return lax.reduce_window(x, 0.0, lax.add, (1, 1, 1, n), (1, 1, 1, 1),
+                             ((0, 0), (0, 0), (0, 0), (above, below) if mirrored else (below, above)))
+
+
+def _lrn_scale(x, n, alpha, k):
+    return k + alpha / n * _channel_window_sum(x * x, n)
+
+
+def _inverse_power(scale, beta):
+    """scale^-β; bvlc_googlenet's β = 3/4 as r·√r with r = 1/√scale, no exp or log."""
+    if beta == 0.75:
         r = lax.rsqrt(scale)
-        return x * (r * jnp.sqrt(r))
-    return x * scale ** -beta
+        return r * jnp.sqrt(r)
+    return scale ** -beta
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4))
+def lrn_nhwc(x, n, alpha, beta, k):
+    """Across-channel LRN: x / (k + α/n · Σ x²)^β over n channels centred on each (Caffe's and ONNX's α/n)."""
+    return x * _inverse_power(_lrn_scale(x, n, alpha, k), beta)
+
+
+def _lrn_fwd(x, n, alpha, beta, k):
+    scale = _lrn_scale(x, n, alpha, k)
+    return x * _inverse_power(scale, beta), (x, scale)
+
+
+def _lrn_bwd(n, alpha, beta, k, residuals, g):
+    """Caffe's own backward (lrn_layer.cpp, CrossChannelBackward): g·s^-β - 2αβ/n · x · Σ g·y/s over the
+    windows holding each channel. Two passes over the activations where autodiff's chain makes six."""
+    x, scale = residuals
+    power = _inverse_power(scale, beta)
+    windows = _channel_window_sum(g * x * power / scale, n, mirrored=True)
+    return (g * power - (2 * alpha * beta / n) * x * windows,)
+
+
+lrn_nhwc.defvjp(_lrn_fwd, _lrn_bwd)
 
 
 def _gemm(node, x, w, b=None):

@@ -110,16 +110,17 @@ def caffe_lrn(x, size, alpha, beta, k):
     return x * (k + alpha / size * sum(sq[:, i:i + x.shape[1]] for i in range(size))) ** -beta
 
 
-@pytest.mark.parametrize('beta', [0.75, 0.5])
-def test_lrn_value_and_gradient_are_caffes_formula(beta):
-    """β = 0.75 (bvlc_googlenet's) is computed with square roots, any other β with a power."""
+@pytest.mark.parametrize('beta, size', [(0.75, 5), (0.5, 5), (0.75, 4)])
+def test_lrn_value_and_gradient_are_caffes_formula(beta, size):
+    """β = 0.75 (bvlc_googlenet's) is computed with square roots, any other β with a power; the gradient is
+    Caffe's own formula (ops._lrn_bwd), checked here against float64 autodiff, an even window's too."""
     rng = np.random.default_rng(3)
     x = rng.normal(scale=20, size=(1, 7, 5, 6))          # large enough that the scale matters
-    node = Node('LRN', ('x',), 'y', (('alpha', 1e-2), ('beta', beta), ('bias', 2.0), ('size', 5)))
+    node = Node('LRN', ('x',), 'y', (('alpha', 1e-2), ('beta', beta), ('bias', 2.0), ('size', size)))
     ours, pullback = jax.vjp(lambda a: OPS['LRN'](node, jnp.transpose(a, (0, 2, 3, 1))),
                              jnp.asarray(x, jnp.float32))
     with jax.enable_x64(True):
-        theirs, theirs_pullback = jax.vjp(lambda a: caffe_lrn(a, 5, 1e-2, beta, 2.0), jnp.asarray(x))
+        theirs, theirs_pullback = jax.vjp(lambda a: caffe_lrn(a, size, 1e-2, beta, 2.0), jnp.asarray(x))
         cotangent = rng.normal(size=theirs.shape)
         theirs_grad = np.asarray(theirs_pullback(jnp.asarray(cotangent))[0])
         theirs = np.asarray(theirs)

@@ -107,11 +107,13 @@ def test_seeded_step_is_caffes(torch_net, sky, reference):
 
 def test_two_octave_steps_are_classicdreams(net, torch_net, sky):
     """Two octaves of two steps on a 224x224 crop, seed 0: the jitter stream, the octave zoom, the detail
-    carried up, the roll, step and clip are classicdream's. The same maths agrees to about 124 dB here;
-    another seed, zoom order 0 or step_size 1.4 gives 34-38 dB."""
+    carried up, the roll, step and clip are classicdream's. The same maths agrees to about 70 dB here (float
+    rounding, grown by four steps: classicdream's LRN gradient is Caffe's formula, torch's is autodiff's
+    chain; they agreed to 124 dB when both were autodiff's); another seed, zoom order 0 or step_size 1.4
+    gives 34-38 dB."""
     crop = sky[175:399, 400:624]
     np.random.seed(0)
     ours = td.deepdream(torch_net, crop, iter_n=2, octave_n=2)
     theirs = deepdream(net, crop, iter_n=2, octave_n=2, seed=0)
     print(f'torch vs classicdream, 2 octaves x 2 steps: PSNR {psnr(ours, theirs):.1f} dB')
-    assert psnr(ours, theirs) >= 80
+    assert psnr(ours, theirs) >= 60
