@@ -325,25 +325,25 @@ subtracted = program()(_subtracted)
 def ask_ahead(net, shapes, extents, tiled, padded, iter_n, objective, steps):
     """Have every program this dream runs built (or loaded) in the pool now, so building overlaps dreaming.
 
-    The small ones (resampling, adding the detail) first, since each takes a fraction of a second and the
-    dream stops at the first that is missing, then the octaves' steps in the order they run: the later
-    octaves compile while the first ones dream."""
+    They are asked for in the order the dream needs them, so the pool's threads take the first octave's
+    step right after the few small programs before it (the pyramid's zooms), and the later octaves compile
+    while the first ones dream."""
     float_image = lambda shape: jax.ShapeDtypeStruct((3, *shape), jnp.float32)
     extent = jax.ShapeDtypeStruct((2,), jnp.int32)
     prep = steps['prep']
     preprocessed.executable(jax.ShapeDtypeStruct((*shapes[0], 3), jnp.float32), prep=prep)
     for i in range(len(shapes) - 1):
         zoomed.executable(float_image(shapes[i]), extent, extent, shape=shapes[i + 1])
-        zoomed.executable(float_image(shapes[i + 1]), extent, extent, shape=shapes[i])
-    for shape in shapes:
-        added.executable(float_image(shape), float_image(shape))
-        subtracted.executable(float_image(shape), float_image(shape))
-    deprocessed.executable(float_image(shapes[0]), prep=prep)
     for i in reversed(range(len(shapes))):
+        if i < len(shapes) - 1:
+            zoomed.executable(float_image(shapes[i + 1]), extent, extent, shape=shapes[i])
+        added.executable(float_image(shapes[i]), float_image(shapes[i]))
         if not tiled[i]:
             octave_steps.executable(abstract(net.params), float_image(shapes[i]),
                                     jax.ShapeDtypeStruct((iter_n, 2), jnp.int32), objective,
                                     jax.ShapeDtypeStruct((), jnp.float32), extent if padded else None, **steps)
+        subtracted.executable(float_image(shapes[i]), float_image(shapes[i]))
+    deprocessed.executable(float_image(shapes[0]), prep=prep)
 
 
 def plan(net, shape, octave_n, octave_scale, end, clip, tile, lapnorm, prep):
