@@ -93,7 +93,8 @@ def evaluate(nodes, params, data, end, extent=None):
     operator that reads neighbouring positions then sees beyond each tensor's true extent what Caffe's
     border gives it (ops.border_fill), and the ends are zero there, so the true positions get what the
     unpadded image gives and no gradient comes back from the padding. Every value stays finite, so the
-    padding's cotangents stay exactly zero on the way back.
+    padding's cotangents stay exactly zero on the way back. 1x1 convolutions of one tensor run as one
+    matrix product (channel_product_groups).
     """
     values = dict(params)
     name = _input_name(nodes, params)
