@@ -200,14 +200,13 @@ def channel_products(x, weights, biases):
     y = lax.dot_general(x, w, (((3,), (1,)), ((), ())), precision=HIGHEST)
     if any(b is not None for b in biases):
         y = y + jnp.concatenate([jnp.zeros(k.shape[0], y.dtype) if b is None else b for k, b in zip(weights, biases)])
-    return jnp.split(y, np.cumsum([k.shape[0] for k in weights[:-1]]), axis=3) if len(weights) > 1 else [y]
+    return jnp.split(y, np.cumsum([k.shape[0] for k in weights[:-1]]), axis=3)
 
 
 def _conv(node, x, w, b=None):
-    geometry = _geometry(node)
-    group = attr(node, 'group', 1)
     if is_matrix_product(node, w):
         return channel_products(x, [w], [b])[0]
+    geometry, group = _geometry(node), attr(node, 'group', 1)
     w = jnp.transpose(w, (2, 3, 1, 0))                                   # ONNX's OIHW → HWIO
     # grouped: JAX's own gradient, which XLA:CPU runs slowly inside a loop
     y = conv_nhwc(x, w, *geometry) if group == 1 else _lax_conv(x, w, *geometry, group)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from classicdream import programs
+from classicdream import ops, programs
 from classicdream.ops import HIGHEST, OPS, Node
 from conftest import relative_error
 
@@ -102,6 +102,20 @@ def test_max_pool_gradient_goes_to_the_first_maximum_like_caffe(kernel, stride, 
     ours, pullback = jax.vjp(lambda a: OPS['MaxPool'](node, nhwc(a)), jnp.asarray(x))
     np.testing.assert_array_equal(ours, nhwc(top))
     np.testing.assert_allclose(pullback(nhwc(diff))[0], bottom, rtol=1e-6, atol=1e-6)
+
+
+def test_sibling_channel_products_are_each_convolution():
+    """1x1 kernels over one input run as one product (graph.channel_product_groups): each output is the
+    convolution it stands for, a kernel without a bias among them too."""
+    rng = np.random.default_rng(5)
+    x = jnp.asarray(rng.normal(size=(1, 6, 7, 16)), jnp.float32)
+    weights = [jnp.asarray(rng.normal(size=(o, 16, 1, 1)), jnp.float32) for o in (8, 3, 5)]
+    biases = [jnp.asarray(rng.normal(size=8), jnp.float32), None, jnp.asarray(rng.normal(size=5), jnp.float32)]
+    outputs = ops.channel_products(x, weights, biases)
+    for w, b, y in zip(weights, biases, outputs):
+        conv = lax.conv_general_dilated(x, jnp.transpose(w, (2, 3, 1, 0)), (1, 1), 'VALID',
+                                        dimension_numbers=ops.NHWC, precision=HIGHEST)
+        assert relative_error(y, conv if b is None else conv + b) <= 1e-6
 
 
 def caffe_lrn(x, size, alpha, beta, k):
