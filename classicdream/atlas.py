@@ -4,23 +4,19 @@ Resumable: a layer whose dream is already in the folder with the same recipe is 
 from pathlib import Path
 
 from .cluster import runner
-from .dream import DEFAULT_END, check_octaves
+from .dream import check_octaves
+from .graph import ACTIVATIONS, is_silu
 from .dreamer import UserError, slug
 from .images import contact_sheet, decode_image, holds_recipe, load_image, save_image, write_encoded
 from .outputs import check_output, output_folder
 
 
 def atlas_layers(net):
-    """Every ReLU and concat output in network order: each stage of how the net sees, conv1 to inception_5b."""
-    ops = {node.output: node.op for node in net.nodes}
-    return [layer for layer, tensor, _ in net.layers if ops.get(tensor) in ('Relu', 'Concat')]
-
-
-def default_end(net):
-    """The layer a dream takes when none is named: the notebook's where the net has it, else the net's
-    first ReLU or concat output, else its first tensor."""
-    ends = [layer for layer, _, _ in net.layers[1:]]
-    return DEFAULT_END if DEFAULT_END in ends else (atlas_layers(net) or ends)[0]
+    """Every activation output in network order (ReLUs, concatenations, and another net's HardSwish, GELU,
+    SiLU, ...): each stage of how the net sees, conv1 to inception_5b in bvlc_googlenet."""
+    produced = {o: node for node in net.nodes for o in node.outputs}
+    return [layer for layer, tensor, _ in net.layers
+            if tensor in produced and (produced[tensor].op in ACTIVATIONS or is_silu(produced[tensor], produced))]
 
 
 def layer_list(value):

@@ -11,11 +11,13 @@ from pathlib import Path
 
 import fire
 
-from .dream import DEFAULT_END, check_octaves, for_display, objective_guide, random_state
+from .dream import check_octaves, for_display, objective_guide, random_state
 from .dreamer import Dreamer, UserError, flag, number, parse_size, slug
 from .images import load_image, same_file, save_image
-from .objectives import CLASS_END, find_class, noise_image, objective_class, synset_words
+from .objectives import CLASS_END, class_head, find_class, noise_image, objective_class, synset_words
 from .outputs import check_video_output, output, output_folder
+
+GUIDE_END = 'inception_3b/output'          # the notebook's guided dream's layer
 
 
 def _paths(*names):
@@ -71,7 +73,7 @@ class Commands:
     """
 
     @_paths('img', 'out', 'outdir', 'model')
-    def dream(self, img=None, out=None, outdir=None, end=DEFAULT_END, channel=None, noise=None, tile=None,
+    def dream(self, img=None, out=None, outdir=None, end=None, channel=None, noise=None, tile=None,
               colors=None, lapnorm=0, model=None, preprocess=None, cluster=None, workers=None, iter_n=10,
               octave_n=4, octave_scale=1.4, step_size=1.5, jitter=32, clip=True, seed=0, quiet=False):
         d = Dreamer(end, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, quiet, channel, tile, colors,
@@ -103,9 +105,10 @@ class Commands:
         print(out)
 
     @_paths('img', 'guide', 'out', 'model')
-    def guide(self, img, guide, out=None, end='inception_3b/output', tile=None, colors=None, lapnorm=0, model=None,
+    def guide(self, img, guide, out=None, end=None, tile=None, colors=None, lapnorm=0, model=None,
               preprocess=None, iter_n=10, octave_n=4, octave_scale=1.4, step_size=1.5, jitter=32, clip=True, seed=0,
               quiet=False):
+        end = GUIDE_END if end is None and model is None else end      # the notebook's guide layer
         d = Dreamer(end, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, quiet, tile=tile,
                     colors=colors, lapnorm=lapnorm, model=model, preprocess=preprocess)
         if d.weights:
@@ -120,9 +123,9 @@ class Commands:
                    d.recipe(command='guide', input=Path(str(img)).name, guide=Path(str(guide)).name))
         print(out)
 
-    @_paths('out', 'img')
-    def visualize(self, out=None, img=None, size=224, lapnorm=0, iter_n=20, octave_n=4, octave_scale=1.4,
-                  step_size=1.5, jitter=32, clip=True, seed=0, quiet=False, **options):
+    @_paths('out', 'img', 'model')
+    def visualize(self, out=None, img=None, size=224, lapnorm=0, model=None, preprocess=None, iter_n=20, octave_n=4,
+                  octave_scale=1.4, step_size=1.5, jitter=32, clip=True, seed=0, quiet=False, **options):
         if options.pop('help', False):          # fire hands --help to a command that takes **options
             print('usage: classicdream visualize --class=NAME [--out=PATH] [--img=PATH] [options]\n')
             print(Commands.visualize.__doc__)
@@ -132,10 +135,21 @@ class Commands:
             raise UserError(f'unknown option --{next(iter(options))}; see classicdream visualize --help')
         if klass is None:
             raise UserError('say which class: --class=NAME or --class=INDEX (e.g. --class=ladybug)')
+        model = None if model is None else str(model)
+        d = Dreamer(CLASS_END if model is None else None, iter_n, octave_n, octave_scale, step_size, jitter, clip,
+                    seed, quiet, lapnorm=lapnorm, model=model, preprocess=preprocess)
+        try:
+            head = class_head(d.net)
+        except ValueError as e:
+            raise UserError(f'{model}: {e}') from None
+        d = d.at(head.end)
         synsets = synset_words()
-        index = find_class(klass, synsets)
-        label = synsets[index][1][0]
-        d = Dreamer(CLASS_END, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, quiet, lapnorm=lapnorm)
+        if head.weights.shape[0] == len(synsets):           # ImageNet's 1000 classes, in their usual order
+            index = find_class(klass, synsets)
+            label = synsets[index][1][0]
+        else:
+            index = number('class', klass, int, 0, allow_equal=True)
+            label = f'class {index}'
         rng = random_state(d.seed)
         if img is not None:
             name, inputs, base = Path(str(img)).name, [img], load_image(img)
@@ -150,7 +164,7 @@ class Commands:
         print(out)
 
     @_paths('img', 'outdir', 'mp4', 'gif', 'model')
-    def zoom(self, img, frames, scale=0.05, outdir=None, mp4=None, gif=None, fps=25, end=DEFAULT_END, colors=None,
+    def zoom(self, img, frames, scale=0.05, outdir=None, mp4=None, gif=None, fps=25, end=None, colors=None,
              lapnorm=0, model=None, preprocess=None, iter_n=10, octave_n=4, octave_scale=1.4, step_size=1.5,
              jitter=32, clip=True, seed=0, quiet=False):
         d = Dreamer(end, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, quiet, colors=colors,
@@ -176,7 +190,7 @@ class Commands:
 
     @_paths('src', 'out', 'outdir', 'model')
     def video(self, src, out=None, outdir=None, blend=0.0, flow=False, start=0, stop=None, fps=None, gif=False,
-              cluster=None, workers=None, end=DEFAULT_END, channel=None, tile=None, colors=None, lapnorm=0,
+              cluster=None, workers=None, end=None, channel=None, tile=None, colors=None, lapnorm=0,
               model=None, preprocess=None, iter_n=10, octave_n=4, octave_scale=1.4, step_size=1.5, jitter=32,
               clip=True, seed=0, quiet=False):
         from .clip import dream_clip
@@ -236,14 +250,11 @@ class Commands:
     def atlas(self, img, layers=None, outdir=None, thumb=256, cluster=None, workers=None, colors=None, lapnorm=0,
               model=None, preprocess=None, iter_n=10, octave_n=4, octave_scale=1.4, step_size=1.5, jitter=32,
               clip=True, seed=0, quiet=False):
-        from . import load_net
-        from .atlas import atlas, default_end, layer_list
+        from .atlas import atlas, layer_list
         cluster, workers = _cluster_options(cluster, workers)
         layers = layer_list(layers) if layers is not None else None
-        net = None if model is None else load_net(model)      # another net: its own default layer
-        d = Dreamer(DEFAULT_END if net is None else default_end(net), iter_n, octave_n, octave_scale, step_size,
-                    jitter, clip, seed, quiet, colors=colors, lapnorm=lapnorm, model=model, preprocess=preprocess)
-        d = d if net is None else d.using(net)
+        d = Dreamer(None, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, quiet, colors=colors,
+                    lapnorm=lapnorm, model=model, preprocess=preprocess)
         thumb = number('thumb', thumb, int, 16, allow_equal=True)
         atlas(d, img, layers, outdir, thumb, cluster, workers)
 
@@ -261,18 +272,26 @@ class Commands:
         serve(port, host, max_upload, warm, model)
 
     @_paths('model')
-    def layers(self, height=224, width=224, model=None):
-        """Every layer you can dream on (--end), in network order, with its output shape for one input.
+    def layers(self, height=None, width=None, model=None):
+        """Every layer you can dream on (--end), in network order, with its output shape for one input
+        (default: the size the net declares, else 224x224); the default --end is marked, and a layer that
+        cannot be dreamed says why.
 
         In-place ReLUs are listed after their convolution: --end=conv gives the pre-ReLU values, as
         pycaffe's forward(end=...) did in the notebook; --end=its ReLU the values after it."""
         from . import load_net
         net = load_net(model)
-        shapes = net.shapes(number('height', height, int, 1, True), number('width', width, int, 1, True))
-        for layer, tensor, blob in net.layers[1:]:
-            note = f'  (in place on {blob})' if layer != blob else ''
-            shape = 'x'.join(map(str, shapes[layer])) if shapes[layer] else 'too small'
-            print(f'{layer:40s} {shape}{note}')
+        size = [None if v is None else number(name, v, int, 1, True) for name, v in (('height', height),
+                                                                                     ('width', width))]
+        described = net.describe(*size)
+        for layer, _, blob in net.layers[1:]:
+            found = described[layer]
+            if isinstance(found, tuple):
+                note = f'  (in place on {blob})' if layer != blob else ''
+                note += '  (default --end)' if layer == net.default_end else ''
+                print(f'{layer:40s} {"x".join(map(str, found))}{note}')
+            else:
+                print(f'{layer:40s} -  cannot be dreamed: {found}')
 
     def models(self, force=False):
         """Build models/bvlc_googlenet.onnx from the first source present (your caffemodel, the local

@@ -36,6 +36,10 @@ class Preprocessing:
     std: tuple = (1.0, 1.0, 1.0)
 
     @property
+    def description(self):
+        return DESCRIPTIONS[self.name]
+
+    @property
     def unit(self):
         return self.std == (1.0, 1.0, 1.0)
 
@@ -53,6 +57,9 @@ PREPROCESSINGS = {p.name: p for p in (
     Preprocessing('torch', False, (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)),   # torchvision's ImageNet
     Preprocessing('tf', False, (127.5, 127.5, 127.5), (127.5, 127.5, 127.5)),         # Keras' [-1, 1]
 )}
+DESCRIPTIONS = {'caffe': "BGR, less Caffe's ImageNet mean, on 0..255",
+                'torch': "RGB on 0..1 less ImageNet's mean, over its std: torchvision's",
+                'tf': "RGB scaled to [-1, 1]: Keras' applications'"}
 CAFFE = PREPROCESSINGS['caffe']
 DEFAULT_END = 'inception_4c/output'
 
@@ -218,7 +225,7 @@ def octave_shapes(net, shape, octave_n, octave_scale, end, tile=None, lapnorm=0)
     size, tile by tile."""
     sizes = octave_sizes(shape, octave_n, octave_scale)
     tiled = [bool(tile) and (h > tile or w > tile) for h, w in sizes]
-    padded = bucketable(net.nodes, net.tensor(end)) and not lapnorm
+    padded = bucketable(net.nodes, net.tensor(end), net.params) and not lapnorm
     buckets = octave_buckets(shape, octave_n, octave_scale) if padded else sizes
     return sizes, [size if t else b for size, b, t in zip(sizes, buckets, tiled)], tiled, padded
 

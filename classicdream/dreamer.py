@@ -13,7 +13,7 @@ from pathlib import Path
 
 from . import __version__, memory
 from .colors import CHOICES, recolored
-from .dream import CAFFE, PREPROCESSINGS, check_octaves, check_tile, deepdream, for_display, random_state
+from .dream import CAFFE, DEFAULT_END, PREPROCESSINGS, check_octaves, check_tile, deepdream, for_display, random_state
 from .images import encode_image
 from .objectives import check_channels, objective_channel, objective_weighted
 
@@ -60,17 +60,25 @@ def flag(name, value):
     raise UserError(f'--{name} must be True or False, got {value!r}')
 
 
-def parse_end(spec):
-    """--end as (layer, None), or for 'layer:weight,layer:weight' (several layers) (layers, weights)."""
+def parse_end(spec, names=None):
+    """--end as (layer, None), or for 'layer:weight,layer:weight' (several layers) (layers, weights).
+
+    Tensor names may hold ':' and ',' (tf2onnx names every tensor 'Relu_30:0'): where the net is known
+    (`names`), a name it has is taken whole, so an existing name wins; a weight is what follows a part's
+    last ':' ('Relu_30:0:0.5' weighs Relu_30:0 by 0.5)."""
     if isinstance(spec, (tuple, list)):
         spec = ','.join(map(str, spec))
-    parts = [p.strip() for p in str(spec).split(',') if p.strip()]
+    spec = str(spec).strip()
+    if names is not None and spec in names:
+        return spec, None
+    parts = [p.strip() for p in spec.split(',') if p.strip()]
     if not parts:
         raise UserError('--end must name a layer')
     layers, weights = [], []
     for part in parts:
-        layer, colon, weight = part.partition(':')
-        layers.append(layer.strip())
+        layer, colon, weight = ('', '', '') if names is not None and part in names else part.rpartition(':')
+        layer = layer.strip() if colon else part
+        layers.append(layer)
         try:
             weights.append(float(weight) if colon else 1.0)
         except ValueError:
@@ -119,12 +127,10 @@ class Dreamer:
 
     def __init__(self, end, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, quiet, channel=None,
                  tile=None, colors=None, lapnorm=0, model=None, preprocess=None):
-        self.end, self.weights = parse_end(end)
-        self.end_spec = ','.join(f'{e}:{w:g}' for e, w in zip(self.end, self.weights)) if self.weights \
-            else self.end
         self.channels = parse_channels(channel)
-        if self.channels and self.weights:
-            raise UserError('--channel goes with one --end layer, not several')
+        self._end_given, self._end = end, None
+        if model is None:             # the notebook's net: its layers' names hold neither ':' nor ','
+            self._set_end(*parse_end(DEFAULT_END if end is None else end))
         self.iter_n = number('iter_n', iter_n, int, 1, allow_equal=True)
         self.octave_n = number('octave_n', octave_n, int, 1, allow_equal=True)
         self.octave_scale = number('octave_scale', octave_scale, float, 1.0, allow_equal=True)
@@ -150,17 +156,52 @@ class Dreamer:
         """A copy for a cluster worker, which loads the net itself (once) rather than receive it."""
         return dict(self.__dict__, _net=None)
 
+    def _set_end(self, end, weights):
+        if self.channels and weights:
+            raise UserError('--channel goes with one --end layer, not several')
+        self._end, self._weights = end, weights
+        self._end_spec = ','.join(f'{e}:{w:g}' for e, w in zip(end, weights)) if weights else end
+
+    @property
+    def end(self):
+        """The layer (or layers) dreamed: --end, else the net's own default layer (Net.default_end)."""
+        if self._end is None:
+            self.net
+        return self._end
+
+    @property
+    def weights(self):
+        return self.end and self._weights
+
+    @property
+    def end_spec(self):
+        return self.end and self._end_spec
+
     @property
     def net(self):
         if self._net is None:
             from . import load_net
-            self._net = load_net(self.model)
+            net = load_net(self.model)
+            self._resolve(net)
+            self._net = net
             self.check()
         return self._net
+
+    def _resolve(self, net):
+        """--end read against the net's own tensor names; the preprocessing it wants, said where assumed."""
+        if self._end is None:
+            names = {layer for layer, _, _ in net.layers}
+            self._set_end(*parse_end(net.default_end if self._end_given is None else self._end_given, names))
+        if self.preprocess is None and net.preprocess_given is None and not self.quiet:
+            p = PREPROCESSINGS[net.preprocessing]
+            print(f'classicdream: {Path(str(self.model)).name} names no preprocessing in its metadata; assuming '
+                  f'{p.name} ({p.description}), as {net.producer or "its exporter"} exports usually want: '
+                  f'--preprocess=caffe|torch|tf to change it', file=sys.stderr)
 
     def using(self, net):
         """These options on a net already loaded (the page holds one for every visitor), checked."""
         other = copy.copy(self)
+        other._resolve(net)
         other._net = net
         other.check()
         return other
@@ -175,7 +216,7 @@ class Dreamer:
     def at(self, end):
         """The same options, dreaming at another layer."""
         other = copy.copy(self)
-        other.end = other.end_spec = end
+        other._set_end(end, None)
         other.check()
         return other
 

@@ -6,14 +6,14 @@ it holds (a class's weights) are arguments of the compiled step, not constants b
 run through the same ``make_step`` and ``deepdream``; nothing here has a loop of its own.
 """
 import difflib
+from dataclasses import dataclass
 from importlib import resources
 
 import jax.numpy as jnp
 import numpy as np
 from jax.tree_util import Partial
 
-CLASS_END = 'inception_5b/output'
-CLASSIFIER = 'loss3/classifier'
+CLASS_END = 'inception_5b/output'             # bvlc_googlenet's (class_head finds it, and any net's)
 
 
 def objective_channel(channels):
@@ -47,17 +47,19 @@ def _weighted_diff(weights, dst):
 
 
 def objective_class(net, index):
-    """Maximise ImageNet class `index`'s pre-softmax score, loss3/classifier, at any input size.
+    """Maximise class `index`'s pre-softmax score at any input size: bvlc_googlenet's loss3/classifier, or
+    the logits of any classifier whose head is global average pooling and a linear layer (torchvision's,
+    Keras', paddle's: class_head).
 
-    bvlc_googlenet scores a class as w·mean(inception_5b/output) + b: its 7x7 average pool covers the
-    whole 7x7 map of a 224x224 input. Taking that mean over whatever map a larger or smaller octave
-    gives keeps the score defined at every size, and equal to loss3/classifier where Caffe defines it.
-    Use it with ``end=CLASS_END``; the diff is w/(map size) everywhere, the gradient of that score.
+    Such a net scores a class as w·mean(features) + b: bvlc_googlenet's 7x7 average pool covers the whole
+    7x7 map of a 224x224 input. Taking that mean over whatever map a larger or smaller octave gives keeps
+    the score defined at every size, and equal to the classifier's where the net defines it. Use it with
+    ``end=class_head(net).end``; the diff is w/(map size) everywhere, the gradient of that score.
     """
-    weights = class_weights(net)
-    if not 0 <= index < weights.shape[0]:
-        raise ValueError(f'class index {index} is out of range 0..{weights.shape[0] - 1}')
-    return Partial(_class_diff, weights[index])
+    head = class_head(net)
+    if not 0 <= index < head.weights.shape[0]:
+        raise ValueError(f'class index {index} is out of range 0..{head.weights.shape[0] - 1}')
+    return Partial(_class_diff if head.channel_axis == 1 else _class_diff_nhwc, head.weights[index])
 
 
 def _class_diff(w, dst):
@@ -65,11 +67,61 @@ def _class_diff(w, dst):
     return jnp.broadcast_to(w[None, :, None, None] / n, dst.shape)
 
 
+def _class_diff_nhwc(w, dst):
+    """The same for a tf2onnx graph's features, which are NHWC in ONNX itself."""
+    n = dst.shape[1] * dst.shape[2]
+    return jnp.broadcast_to(w[None, None, None, :] / n, dst.shape)
+
+
+@dataclass(frozen=True)
+class ClassHead:
+    end: str             # the layer holding the features the classifier averages
+    weights: object      # (classes, features)
+    channel_axis: int    # of those features: 1 (NCHW) or 3 (a tf2onnx graph's NHWC)
+
+
+POOLINGS = ('GlobalAveragePool', 'AveragePool', 'ReduceMean')
+PASSING = ('Flatten', 'Reshape', 'Squeeze', 'Dropout', 'Identity')
+
+
+def class_head(net):
+    """The classifier of `net`: its last Gemm or MatMul with constant weights, fed (through flattening) by
+    an average over the whole map of a 4-D layer. ValueError where the net has none such."""
+    produced = {o: node for node in net.nodes for o in node.outputs}
+    layer_of = {tensor: layer for layer, tensor, _ in net.layers}
+    for node in reversed(net.nodes):
+        w = _constant(net, node.inputs[1]) if node.op in ('Gemm', 'MatMul') and len(node.inputs) > 1 else None
+        if w is None or w.ndim != 2:
+            continue
+        x = node.inputs[0]
+        while isinstance(x, str) and x in produced and produced[x].op in PASSING:
+            x = produced[x].inputs[0]
+        pool = produced.get(x) if isinstance(x, str) else None
+        if pool is None or pool.op not in POOLINGS or pool.inputs[0] not in layer_of:
+            break
+        axis = 1
+        if pool.op == 'ReduceMean':
+            axes = sorted(int(a) % 4 for a in np.atleast_1d(_constant(net, pool.inputs[1]) if len(pool.inputs) > 1
+                                                            else dict(pool.attrs).get('axes')))
+            if axes not in ([1, 2], [2, 3]):
+                break
+            axis = 3 if axes == [1, 2] else 1
+        transposed = dict(node.attrs).get('transB', 0) if node.op == 'Gemm' else 0
+        return ClassHead(layer_of[pool.inputs[0]], w if transposed else w.T, axis)
+    raise ValueError('this net has no classifier head that visualize understands (global average pooling, '
+                     'then a linear layer)')
+
+
+def _constant(net, name):
+    value = getattr(name, 'array', None)
+    if value is None and isinstance(name, str):
+        value = net.params.get(name)
+    return None if value is None else jnp.asarray(value, jnp.float32)
+
+
 def class_weights(net):
-    """loss3/classifier's weight matrix as (classes, features), whatever layout the Gemm stores."""
-    gemm = next(n for n in net.nodes if n.output == net.tensor(CLASSIFIER))
-    w = net.params[gemm.inputs[1]]
-    return w if dict(gemm.attrs).get('transB', 0) else w.T
+    """The classifier's weight matrix as (classes, features), whatever layout the Gemm stores."""
+    return class_head(net).weights
 
 
 def synset_words():

@@ -1,204 +1,302 @@
-"""The rest of ONNX's CNN operators: what torch.onnx, tf2onnx and the ONNX model zoo write for ResNets,
-VGGs, Inceptions, MobileNets, SqueezeNets and DenseNets, beyond the Caffe operators of ops.py.
+"""The rest of ONNX's neural-network operators, beyond Caffe's (ops.py): normalisations, softmax,
+reductions, matrix products, resizing: what torch.onnx, tf2onnx, paddle2onnx and the model zoo write for
+ResNets, Inceptions, MobileNets, EfficientNets, ConvNeXts and their classifier heads.
 
-Each is ``fn(node, *inputs)`` on the graph's layout: a 4-D activation is NHWC (ops.to_nhwc), any other
-in ONNX's own layout. Their gradients are JAX's own. Inputs that are constants (shapes, axes, pads, clip
-bounds) are read into the node's attributes when the graph is read (``fold``), so each operator sees
-them as Python values; a constant operand of Add, Mul, ... is laid out like the activation it meets.
+Each is ``fn(node, *inputs)``; those of layout 'axes' also get the ``perm`` their input is held in and map
+their axes through it (operators.py). Gradients are JAX's own.
 """
-import math
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .ops import HIGHEST, attr, to_nchw, to_nhwc
-
-# Operators whose extra inputs must be constants, and the attribute each such input becomes (in order).
-FOLDED = {
-    'Reshape': ('shape',),
-    'Unsqueeze': ('axes',),
-    'Squeeze': ('axes',),
-    'Slice': ('starts', 'ends', 'axes', 'steps'),
-    'Pad': ('pads', 'value'),
-    'Clip': ('min', 'max'),
-    'ReduceMean': ('axes',),
-}
-BROADCAST = ('Add', 'Sub', 'Mul', 'Div', 'Max', 'Min', 'PRelu')
+from .ops import HIGHEST
+from .operators import Laid, attr, attr_or_input, axis_of, is_static, register, same_size, xp
 
 
-def onnx_layout(x):
-    return to_nchw(x) if x.ndim == 4 else x
+def _off_the_image(axes_of):
+    """A border rule: pointwise inside a padded bucket where the operator's axes miss the image's two."""
+    return lambda node, spatial: None if not set(axes_of(node)) & set(spatial) else 'exact'
 
 
-def graph_layout(x):
-    return to_nhwc(x) if x.ndim == 4 else x
+def _unknown(node, size, axis):
+    raise NotImplementedError
 
 
-def in_onnx_layout(fn):
-    """An operator written for ONNX's layout, wrapped to take and give the graph's."""
-    return lambda node, *xs: graph_layout(fn(node, *map(onnx_layout, xs)))
+def _not_an_image(node, size, axis):
+    """The static size rule of a fully connected layer: what it gives is no longer an image."""
+    return None
 
 
-def _operand(x, constant, other_ndim):
-    """A constant broadcast against a 4-D activation, laid out as NHWC like it (ONNX broadcasts from the
-    right, against NCHW): (C, 1, 1) becomes (1, 1, 1, C)."""
-    if not constant or other_ndim != 4 or x.ndim == 0:
-        return x
-    return to_nhwc(jnp.reshape(x, (1,) * (4 - x.ndim) + x.shape))
+# ---------------------------------------------------------------- normalisation
 
-
-def _binary(fn):
-    def op(node, a, b):
-        constant = attr(node, 'constant_inputs', (False, False))
-        if a.ndim != b.ndim and not any(constant) and 4 in (a.ndim, b.ndim):     # mixed layouts: ONNX's own
-            return graph_layout(fn(onnx_layout(a), onnx_layout(b)))
-        return fn(_operand(a, constant[0], b.ndim), _operand(b, constant[1], a.ndim))
-    return op
-
-
-def _batch_norm(node, x, scale, bias, mean, var):
-    """Inference batch normalisation over the channel axis: last in NHWC and in (N, C), 1 in (N, C, L)."""
-    shape = (-1,) if x.ndim in (2, 4) else (-1,) + (1,) * (x.ndim - 2)
-    factor = (scale / jnp.sqrt(var + attr(node, 'epsilon', 1e-5))).reshape(shape)
+@register('BatchNormalization', layout='axes', border=None, spatial=same_size)
+def _batch_norm(node, x, scale, bias, mean, var, perm=None):
+    """Inference batch normalisation over the channel axis (ONNX's axis 1, wherever the layout holds it)."""
+    ndim = np.ndim(x)
+    channel = axis_of(1, perm, ndim) if ndim > 1 else 0
+    shape = [1] * ndim
+    shape[channel] = -1
+    factor = (scale / xp(var).sqrt(var + attr(node, 'epsilon', 1e-5))).reshape(shape)
     return (x - mean.reshape(shape)) * factor + bias.reshape(shape)
 
 
-def _clip(node, x):
-    low, high = attr(node, 'min', -np.inf), attr(node, 'max', np.inf)
-    return jnp.clip(x, low, high)
+@register('InstanceNormalization', layout='spatial', spatial=same_size)
+def _instance_norm(node, x, scale, bias):
+    mean = jnp.mean(x, axis=(1, 2), keepdims=True)
+    var = jnp.mean(jnp.square(x - mean), axis=(1, 2), keepdims=True)
+    return (x - mean) / jnp.sqrt(var + attr(node, 'epsilon', 1e-5)) * scale + bias
 
 
-def _pad(node, x):
-    pads = attr(node, 'pads')
-    n = len(pads) // 2
-    widths = [(pads[i], pads[i + n]) for i in range(n)]
-    mode = attr(node, 'mode', 'constant')
-    if min(pads) < 0:
-        raise ValueError(f'Pad {node.output}: negative pads are not supported')
-    if mode == 'constant':
-        return jnp.pad(x, widths, constant_values=attr(node, 'value', 0.0))
-    return jnp.pad(x, widths, mode={'reflect': 'reflect', 'edge': 'edge'}[mode])
+def _normalized_axes(node, ndim=4):
+    return range(attr(node, 'axis', -1) % ndim, ndim)
 
 
-def _reshape(node, x):
-    shape = list(attr(node, 'shape'))
-    if not attr(node, 'allowzero', 0):
-        shape = [x.shape[i] if s == 0 else s for i, s in enumerate(shape)]
-    return jnp.reshape(x, shape)
+@register('LayerNormalization', border=_off_the_image(_normalized_axes), spatial=_unknown)
+def _layer_norm(node, x, scale, bias=None):
+    axes = tuple(_normalized_axes(node, np.ndim(x)))
+    mean = jnp.mean(x, axis=axes, keepdims=True)
+    var = jnp.mean(jnp.square(x - mean), axis=axes, keepdims=True)
+    y = (x - mean) * jax.lax.rsqrt(var + attr(node, 'epsilon', 1e-5)) * scale
+    return y if bias is None else y + bias
 
 
-def _axes(node, x, default=None):
-    axes = attr(node, 'axes', default)
-    return None if axes is None else tuple(a % x.ndim for a in axes)
+# ---------------------------------------------------------------- softmax and reductions
+
+def _softmax_axis(node, ndim):
+    return attr(node, 'axis', -1 if attr(node, 'opset', 13) >= 13 else 1) % ndim
 
 
-def _unsqueeze(node, x):
-    out_rank = x.ndim + len(attr(node, 'axes'))
-    for axis in sorted(a % out_rank for a in attr(node, 'axes')):
-        x = jnp.expand_dims(x, axis)
+def _softmax(fn):
+    def op(node, x, perm=None):
+        ndim = np.ndim(x)
+        axis = _softmax_axis(node, ndim)
+        if attr(node, 'opset', 13) >= 13 or axis == ndim - 1:
+            return fn(x, axis=axis_of(axis, perm, ndim))
+        if perm is not None:                          # before opset 13: over the flattened trailing axes
+            x = jnp.transpose(x, np.argsort(perm))
+        shape = np.shape(x)
+        return Laid(fn(x.reshape(*shape[:axis], -1), axis=-1).reshape(shape))
+    return op
+
+
+SOFTMAX_BORDER = lambda node, spatial: None if _softmax_axis(node, 4) not in spatial and (  # noqa: E731
+    attr(node, 'opset', 13) >= 13 or _softmax_axis(node, 4) == 3) else 'exact'
+register('Softmax', layout='axes', border=SOFTMAX_BORDER, spatial=_unknown)(_softmax(jax.nn.softmax))
+register('LogSoftmax', layout='axes', border=SOFTMAX_BORDER, spatial=_unknown)(_softmax(jax.nn.log_softmax))
+
+
+def _reduce_axes(node, x, axes):
+    """The axes a Reduce* node reduces: attribute (older opsets) or input; all of them where none are given,
+    none where noop_with_empty_axes says so."""
+    axes = attr_or_input(node, (x, axes), 1, 'axes')
+    if axes is None or np.size(axes) == 0:
+        return () if attr(node, 'noop_with_empty_axes', 0) else tuple(range(np.ndim(x)))
+    return tuple(sorted(int(a) % np.ndim(x) for a in np.atleast_1d(axes)))
+
+
+def _reduction(fn):
+    def op(node, x, axes=None, perm=None):
+        ndim = np.ndim(x)
+        onnx_axes = _reduce_axes(node, x, axes)
+        if not onnx_axes:
+            return x
+        m = xp(x)
+        keep = bool(attr(node, 'keepdims', 1))
+        y = fn(m, x, tuple(axis_of(a, perm, ndim) for a in onnx_axes), keep)
+        if keep or perm is None:
+            return y
+        kept = [a for a in perm if a not in onnx_axes]            # the array's remaining axes, in ONNX numbering
+        order = [sorted(kept).index(a) for a in kept]
+        return Laid(y, None if order == sorted(order) else tuple(order))
+    return op
+
+
+REDUCTIONS = {
+    'ReduceMean': lambda m, x, axes, keep: m.mean(x, axis=axes, keepdims=keep),
+    'ReduceSum': lambda m, x, axes, keep: m.sum(x, axis=axes, keepdims=keep),
+    'ReduceMax': lambda m, x, axes, keep: m.max(x, axis=axes, keepdims=keep),
+    'ReduceMin': lambda m, x, axes, keep: m.min(x, axis=axes, keepdims=keep),
+    'ReduceProd': lambda m, x, axes, keep: m.prod(x, axis=axes, keepdims=keep),
+    'ReduceL1': lambda m, x, axes, keep: m.sum(m.abs(x), axis=axes, keepdims=keep),
+    'ReduceL2': lambda m, x, axes, keep: m.sqrt(m.sum(x * x, axis=axes, keepdims=keep)),
+    'ReduceSumSquare': lambda m, x, axes, keep: m.sum(x * x, axis=axes, keepdims=keep),
+    'ReduceLogSumExp': lambda m, x, axes, keep: (np.log(np.sum(np.exp(x), axis=axes, keepdims=keep)) if m is np
+                                                 else jax.nn.logsumexp(x, axis=axes, keepdims=keep)),
+}
+
+
+def _reduce_border(node, spatial):
+    axes = const_axes(node)
+    return None if axes is not None and not set(axes) & set(spatial) and attr(node, 'keepdims', 1) else 'exact'
+
+
+def const_axes(node):
+    value = node.inputs[1] if len(node.inputs) > 1 else None
+    axes = value.array if hasattr(value, 'array') else attr(node, 'axes')
+    return None if axes is None else [int(a) % 4 for a in np.atleast_1d(axes)]
+
+
+for _name, _fn in REDUCTIONS.items():
+    register(_name, layout='axes', static=(1,), border=_reduce_border, spatial=_unknown)(_reduction(_fn))
+
+
+def _arg(fn):
+    def op(node, x, perm=None):
+        ndim = np.ndim(x)
+        axis = attr(node, 'axis', 0) % ndim
+        at = axis_of(axis, perm, ndim)
+        if attr(node, 'select_last_index', 0):
+            y = (np.shape(x)[at] - 1) - fn(xp(x).flip(x, at), axis=at)
+        else:
+            y = fn(x, axis=at)
+        y = xp(x).expand_dims(y, at) if attr(node, 'keepdims', 1) else y
+        if attr(node, 'keepdims', 1) or perm is None:
+            return Laid(y.astype(np.int64) if is_static(y) else y, perm)
+        kept = [a for a in perm if a != axis]
+        order = [sorted(kept).index(a) for a in kept]
+        return Laid(y, None if order == sorted(order) else tuple(order))
+    return op
+
+
+register('ArgMax', layout='axes', spatial=_unknown)(_arg(lambda x, axis: xp(x).argmax(x, axis=axis)))
+register('ArgMin', layout='axes', spatial=_unknown)(_arg(lambda x, axis: xp(x).argmin(x, axis=axis)))
+
+
+# ---------------------------------------------------------------- matrix products
+
+@register('Gemm', spatial=_not_an_image)
+def _gemm(node, a, b, c=None):
+    a = a.T if attr(node, 'transA', 0) else a
+    b = b.T if attr(node, 'transB', 0) else b
+    y = attr(node, 'alpha', 1.0) * jnp.dot(a, b, precision=HIGHEST)
+    return y if c is None else y + attr(node, 'beta', 1.0) * c
+
+
+@register('MatMul', border=lambda node, spatial: None if 3 not in spatial else 'exact', spatial=_unknown)
+def _matmul(node, a, b):
+    return xp(a, b).matmul(a, b) if xp(a, b) is np else jnp.matmul(a, b, precision=HIGHEST)
+
+
+# ---------------------------------------------------------------- resizing
+
+def _source_coordinates(mode, out, size, scale, roi=(0.0, 1.0)):
+    """Where each output position samples the input along one axis (ONNX Resize's coordinate_transformation_mode)."""
+    i = np.arange(out, dtype=np.float64)
+    if mode == 'asymmetric':
+        return i / scale
+    if mode == 'align_corners':
+        return i * (size - 1) / (out - 1) if out > 1 else np.zeros(out)
+    if mode == 'pytorch_half_pixel':
+        return (i + 0.5) / scale - 0.5 if out > 1 else np.zeros(out)
+    if mode == 'tf_half_pixel_for_nn':
+        return (i + 0.5) / scale
+    if mode == 'half_pixel_symmetric':
+        adjustment = out / (scale * size)
+        centre = size / 2 * (1 - adjustment)
+        return centre + (i + 0.5) / scale - 0.5
+    if mode == 'tf_crop_and_resize':
+        start, end = roi
+        return (start * (size - 1) + i * (end - start) * (size - 1) / (out - 1) if out > 1
+                else np.full(out, 0.5 * (start + end) * (size - 1)))
+    return (i + 0.5) / scale - 0.5                                       # half_pixel, the default
+
+
+def _nearest(node, coords):
+    mode = attr(node, 'nearest_mode', 'round_prefer_floor')
+    if mode == 'floor':
+        return np.floor(coords)
+    if mode == 'ceil':
+        return np.ceil(coords)
+    if mode == 'round_prefer_ceil':
+        return np.floor(coords + 0.5)
+    return np.ceil(coords - 0.5)                                         # round_prefer_floor
+
+
+def _resize_axis(node, x, axis, out, scale, mode, roi):
+    """x resampled along one array axis to `out` positions: a gather (nearest), or two and a blend (linear)."""
+    size = x.shape[axis]
+    coords = _source_coordinates(attr(node, 'coordinate_transformation_mode', 'half_pixel'), out, size, scale, roi)
+    if mode == 'nearest':
+        index = np.clip(_nearest(node, coords), 0, size - 1).astype(np.int32)
+        return jnp.take(x, index, axis=axis)
+    coords = np.clip(coords, 0, size - 1)
+    low = np.floor(coords).astype(np.int32)
+    high = np.minimum(low + 1, size - 1)
+    shape = [1] * x.ndim
+    shape[axis] = out
+    weight = jnp.asarray((coords - low).reshape(shape), x.dtype)
+    return jnp.take(x, low, axis=axis) * (1 - weight) + jnp.take(x, high, axis=axis) * weight
+
+
+def _resize(node, x, roi=None, scales=None, sizes=None):
+    """ONNX Resize (and Upsample) of an NCHW tensor's height and width, held NHWC: nearest or linear."""
+    mode = attr(node, 'mode', 'nearest')
+    if mode not in ('nearest', 'linear', 'bilinear'):
+        raise ValueError(f'mode {mode!r} is not supported (nearest and linear are)')
+    if attr(node, 'antialias', 0):
+        raise ValueError('antialiased resizing is not supported')
+    scales = attr_or_input(node, (x, roi, scales), 2, 'scales')
+    sizes = attr_or_input(node, (x, roi, scales, sizes), 3, 'sizes')
+    onnx_shape = (x.shape[0], x.shape[3], x.shape[1], x.shape[2])
+    if sizes is not None and np.size(sizes):
+        sizes = [int(s) for s in np.atleast_1d(sizes)]
+        if attr(node, 'axes') is not None:
+            full = list(onnx_shape)
+            for a, s in zip(attr(node, 'axes'), sizes):
+                full[a % 4] = s
+            sizes = full
+        policy = attr(node, 'keep_aspect_ratio_policy', 'stretch')
+        scales = [s / n for s, n in zip(sizes, onnx_shape)]
+        if policy != 'stretch':
+            pick = min if policy == 'not_larger' else max
+            common = pick(scales[2:])
+            scales = [1.0, 1.0, common, common]
+            sizes = [onnx_shape[0], onnx_shape[1]] + [int(round(n * common)) for n in onnx_shape[2:]]
+    else:
+        scales = [float(s) for s in np.atleast_1d(scales)]
+        if attr(node, 'axes') is not None:
+            full = [1.0] * 4
+            for a, s in zip(attr(node, 'axes'), scales):
+                full[a % 4] = s
+            scales = full
+        sizes = [int(np.floor(n * s)) for n, s in zip(onnx_shape, scales)]
+    if sizes[:2] != list(onnx_shape[:2]):
+        raise ValueError('resizing the batch or channel axes is not supported')
+    roi = np.asarray(roi, np.float64).reshape(-1) if roi is not None and np.size(roi) == 8 else None
+    for axis, onnx_axis in ((1, 2), (2, 3)):
+        if sizes[onnx_axis] != x.shape[axis] or scales[onnx_axis] != 1:
+            region = (roi[onnx_axis], roi[onnx_axis + 4]) if roi is not None else (0.0, 1.0)
+            x = _resize_axis(node, x, axis, sizes[onnx_axis], scales[onnx_axis], 'nearest' if mode == 'nearest'
+                             else 'linear', region)
     return x
 
 
-def _slice(node, x):
-    starts, ends = attr(node, 'starts'), attr(node, 'ends')
-    axes = attr(node, 'axes', tuple(range(len(starts))))
-    steps = attr(node, 'steps', (1,) * len(starts))
-    index = [slice(None)] * x.ndim
-    for start, end, axis, step in zip(starts, ends, axes, steps):
-        size = x.shape[axis]
-        clamp = lambda v: max(-size - 1, min(size, v))                              # noqa: E731 -- INT_MAX ends
-        index[axis % x.ndim] = slice(clamp(start), clamp(end), step)
-    return x[tuple(index)]
+def _resize_size(node, size, axis):
+    value = node.inputs[2] if len(node.inputs) > 2 else None
+    scales = value.array if hasattr(value, 'array') and np.size(value.array) else attr(node, 'scales')
+    if scales is None or attr(node, 'axes') is not None:
+        raise NotImplementedError
+    return int(np.floor(size * float(np.atleast_1d(scales)[2 + axis])))
 
 
-def _reduce_mean(node, x):
-    return jnp.mean(x, axis=_axes(node, x), keepdims=bool(attr(node, 'keepdims', 1)))
+register('Resize', layout='spatial', static=(1, 2, 3), spatial=_resize_size)(_resize)
 
 
-def _matmul(node, a, b):
-    return jnp.matmul(a, b, precision=HIGHEST)
+@register('Upsample', layout='spatial', static=(1,), spatial=_unknown)
+def _upsample(node, x, scales=None):
+    """Upsample (opsets 7-9): Resize with asymmetric coordinates; its scales an attribute, then an input."""
+    scales = attr_or_input(node, (x, scales), 1, 'scales')
+    mode = attr(node, 'mode', 'nearest')
+    onnx_shape = (x.shape[0], x.shape[3], x.shape[1], x.shape[2])
+    for axis, onnx_axis in ((1, 2), (2, 3)):
+        out = int(np.floor(onnx_shape[onnx_axis] * scales[onnx_axis]))
+        x = _resize_axis(_ASYMMETRIC, x, axis, out, scales[onnx_axis], 'nearest' if mode == 'nearest' else 'linear',
+                         (0.0, 1.0))
+    return x
 
 
-def _hard_sigmoid(node, x):
-    return jnp.clip(attr(node, 'alpha', 0.2) * x + attr(node, 'beta', 0.5), 0, 1)
+class _Asymmetric:
+    attrs = (('coordinate_transformation_mode', 'asymmetric'), ('nearest_mode', 'floor'))
 
 
-OPS = {
-    'Add': _binary(jnp.add),
-    'Sub': _binary(jnp.subtract),
-    'Mul': _binary(jnp.multiply),
-    'Div': _binary(jnp.divide),
-    'Max': _binary(jnp.maximum),
-    'Min': _binary(jnp.minimum),
-    'PRelu': _binary(lambda x, slope: jnp.where(x > 0, x, slope * x)),
-    'BatchNormalization': _batch_norm,
-    'Clip': _clip,
-    'Sigmoid': lambda node, x: jax.nn.sigmoid(x),
-    'Tanh': lambda node, x: jnp.tanh(x),
-    'HardSigmoid': _hard_sigmoid,
-    'HardSwish': lambda node, x: x * jnp.clip(x / 6 + 0.5, 0, 1),
-    'Elu': lambda node, x: jnp.where(x > 0, x, attr(node, 'alpha', 1.0) * jnp.expm1(jnp.minimum(x, 0))),
-    'Pad': in_onnx_layout(_pad),
-    'Reshape': in_onnx_layout(_reshape),
-    'Transpose': in_onnx_layout(lambda node, x: jnp.transpose(x, attr(node, 'perm', None))),
-    'Squeeze': in_onnx_layout(lambda node, x: jnp.squeeze(x, _axes(node, x))),
-    'Unsqueeze': in_onnx_layout(_unsqueeze),
-    'Slice': in_onnx_layout(_slice),
-    'ReduceMean': in_onnx_layout(_reduce_mean),
-    'MatMul': in_onnx_layout(_matmul),
-}
-
-# Operators that read each position alone (with constants that do not vary over the image): they can run
-# inside a padded bucket as they are.
-POINTWISE = frozenset({'Add', 'Sub', 'Mul', 'Div', 'Max', 'Min', 'PRelu', 'BatchNormalization', 'Clip', 'Sigmoid',
-                       'Tanh', 'HardSigmoid', 'HardSwish', 'Elu'})
-
-
-def fold(op, inputs, attrs, constants):
-    """A node's (inputs, attrs) with the inputs FOLDED names moved into attrs as Python values.
-
-    `constants` maps initializer names to numpy arrays. Raises ValueError naming an input that is
-    computed (a Shape-derived shape, say), which classicdream cannot evaluate ahead of the data."""
-    attrs = dict(attrs)
-    if op in BROADCAST:
-        attrs['constant_inputs'] = tuple(i in constants for i in inputs)
-        spatial = [constants[i] for i in inputs if i in constants and np.ndim(constants[i]) >= 2
-                   and math.prod(np.shape(constants[i])[-2:]) > 1]
-        if spatial:
-            attrs['spatial_constant'] = 1
-    if op not in FOLDED:
-        return tuple(inputs), attrs
-    data, extra = inputs[:1], inputs[1:]
-    for name, value in zip(FOLDED[op], extra):
-        if value == '':                                     # an optional input left out
-            continue
-        if value not in constants:
-            raise ValueError(f'its input {value!r} ({name}) is computed, not a constant')
-        array = np.asarray(constants[value])
-        attrs[name] = array.item() if array.ndim == 0 else tuple(array.tolist())
-    if op == 'Clip' and 'min' in attrs and isinstance(attrs['min'], tuple):
-        attrs['min'], attrs['max'] = attrs['min'][0], attrs.get('max', (np.inf,))[0]
-    return tuple(data), attrs
-
-
-def border_fill(node):
-    """What lies beyond the true extent for these operators inside a padded bucket, as ops.border_fill:
-    None where each position is read alone, the value of a constant Pad of the image's axes; ValueError
-    where the true size matters (reshaping, slicing, reducing, constants that vary over the image)."""
-    if node.op in POINTWISE and not attr(node, 'spatial_constant', 0):
-        return None
-    if node.op == 'Pad' and attr(node, 'mode', 'constant') == 'constant' and len(attr(node, 'pads')) == 8:
-        pads = attr(node, 'pads')
-        if not any(pads[i] for i in (0, 1, 4, 5)):
-            return attr(node, 'value', 0.0)
-    raise ValueError(f'{node.op} cannot run in a padded bucket')
-
-
-def spatial_out(node, size, axis):
-    """Output extent along one spatial axis (0 = height, 1 = width); after a reshape, one position."""
-    if node.op == 'Pad' and len(attr(node, 'pads')) == 8:
-        return size + attr(node, 'pads')[2 + axis] + attr(node, 'pads')[6 + axis]
-    if node.op in ('Reshape', 'MatMul', 'Squeeze', 'ReduceMean'):
-        return 1
-    return size
+_ASYMMETRIC = _Asymmetric()

@@ -6,15 +6,16 @@ node (for its attributes) and its input arrays. Sizes follow Caffe: ceil-rounded
 max-pool gradients to the first maximum of each window. All arithmetic is float32 with Precision.HIGHEST:
 TF32 on a GPU would break parity with Caffe.
 """
+import hashlib
 from dataclasses import dataclass
 from functools import partial, reduce
-
-import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+
+from .operators import attr, register, same_size
 
 HIGHEST = lax.Precision.HIGHEST
 
@@ -22,21 +23,46 @@ HIGHEST = lax.Precision.HIGHEST
 @dataclass(frozen=True)
 class Node:
     op: str
-    inputs: tuple
-    output: str
+    inputs: tuple         # tensor names; a Const for a value known while tracing; None for an absent input
+    outputs: tuple        # tensor names (a str is taken as the one output)
     attrs: tuple          # sorted (name, value) pairs, hashable so a Node can key a jit cache
+    name: str = ''
+
+    def __post_init__(self):
+        if isinstance(self.outputs, str):
+            object.__setattr__(self, 'outputs', (self.outputs,))
+
+    @property
+    def output(self):
+        return self.outputs[0]
+
+    def __str__(self):
+        return f'{self.op} node {self.name or self.output!r}'
 
 
-def attr(node, name, default=None):
-    return dict(node.attrs).get(name, default)
+class Const:
+    """A value known while tracing (a shape, axes, a small number), held in a node's inputs: hashed and
+    printed by its contents, so programs that bake it in are keyed by it."""
+    __slots__ = ('array', '_key', '_hash')
+
+    def __init__(self, array):
+        self.array = np.asarray(array)
+        self.array.setflags(write=False)
+        digest = hashlib.sha256(self.array.tobytes()).hexdigest()[:16]
+        self._key = (str(self.array.dtype), self.array.shape, digest)
+        self._hash = hash(self._key)
+
+    def __hash__(self):
+        return self._hash
+
+    def __eq__(self, other):
+        return isinstance(other, Const) and self._key == other._key
+
+    def __repr__(self):
+        return f'Const({self._key[0]}{list(self._key[1])} {self._key[2]})'
 
 
 NHWC = ('NHWC', 'HWIO', 'NHWC')
-
-
-def _axis(x, axis):
-    """Where an NCHW axis of the graph lives in an NHWC activation (2-D tensors keep their axes)."""
-    return (0, 3, 1, 2)[axis % 4] if x.ndim == 4 else axis
 
 
 def to_nhwc(x):
@@ -47,30 +73,53 @@ def to_nchw(x):
     return jnp.transpose(x, (0, 3, 1, 2)) if x.ndim == 4 else x
 
 
-def pooled_size(size, kernel, stride, pad, ceil_mode):
-    """Caffe's pooled size: ceil-rounded, less a last window that would start in the padding.
+def pooled_size(size, kernel, stride, pad, ceil_mode, pad_high=None):
+    """Caffe's pooled size (and ONNX's, PyTorch's): ceil-rounded, less a last window that would start in
+    the padding; `pad_high` where the padding is not the same on both sides.
 
     Plain arithmetic, so `size` may be a traced integer (a true extent inside a padded bucket)."""
+    pad_high = pad if pad_high is None else pad_high
     if not ceil_mode:
-        return (size + 2 * pad - kernel) // stride + 1
-    out = -(-(size + 2 * pad - kernel) // stride) + 1
+        return (size + pad + pad_high - kernel) // stride + 1
+    out = -(-(size + pad + pad_high - kernel) // stride) + 1
     return out - ((pad > 0) & ((out - 1) * stride >= size + pad))
 
 
-def _pool_geometry(size, kernel, stride, pad, ceil_mode):
-    """Caffe's pooled size and the high-side padding that reduce_window needs for it."""
-    out = pooled_size(size, kernel, stride, pad, ceil_mode)
+def _pool_geometry(size, kernel, stride, pad, pad_high, ceil_mode):
+    """The pooled size and the high-side padding that reduce_window needs for it."""
+    out = pooled_size(size, kernel, stride, pad, ceil_mode, pad_high)
     return out, max((out - 1) * stride + kernel - size - pad, 0)
 
 
+def explicit_pads(node, sizes):
+    """A convolution's or pooling's (top, left, bottom, right) padding for spatial `sizes`, with ONNX's
+    auto_pad resolved: SAME_UPPER / SAME_LOWER pad to ceil(size / stride) outputs (the odd pixel after /
+    before), VALID not at all."""
+    mode = attr(node, 'auto_pad', 'NOTSET')
+    if mode in ('NOTSET', ''):
+        return tuple(attr(node, 'pads', (0, 0, 0, 0)))
+    if mode == 'VALID':
+        return (0, 0, 0, 0)
+    low, high = [], []
+    for size, k, s, d in zip(sizes, attr(node, 'kernel_shape'), attr(node, 'strides', (1, 1)),
+                             attr(node, 'dilations', (1, 1))):
+        total = max((-(-size // s) - 1) * s + (k - 1) * d + 1 - size, 0)
+        small = total // 2
+        low.append(small if mode == 'SAME_UPPER' else total - small)
+        high.append(total - low[-1])
+    return (*low, *high)
+
+
 def _window(node, x):
-    """A pooling node's kernel, strides, (low, high) padding of H and W, and Caffe's output size."""
+    """A pooling node's kernel, strides, (low, high) padding of H and W, and the output size."""
     (kh, kw), (sh, sw) = attr(node, 'kernel_shape'), attr(node, 'strides', (1, 1))
-    pt, pl, _, _ = attr(node, 'pads', (0, 0, 0, 0))
+    if any(d != 1 for d in attr(node, 'dilations', (1, 1))):
+        raise ValueError('dilated pooling is not supported')
+    pt, pl, pb, pr = explicit_pads(node, x.shape[1:3])
     ceil_mode = attr(node, 'ceil_mode', 0)
-    (oh, hi_h), (ow, hi_w) = (_pool_geometry(x.shape[1], kh, sh, pt, ceil_mode),
-                              _pool_geometry(x.shape[2], kw, sw, pl, ceil_mode))
-    return (kh, kw), (sh, sw), ((pt, hi_h), (pl, hi_w)), (oh, ow)
+    (oh, hi_h), (ow, hi_w) = (_pool_geometry(x.shape[1], kh, sh, pt, pb, ceil_mode),
+                              _pool_geometry(x.shape[2], kw, sw, pl, pr, ceil_mode))
+    return (kh, kw), (sh, sw), ((pt, hi_h), (pl, hi_w)), (oh, ow), (pb, pr)
 
 
 def _pool(x, init, op, kernel, strides, padding, out):
@@ -78,14 +127,14 @@ def _pool(x, init, op, kernel, strides, padding, out):
     return y[:, :out[0], :out[1]]
 
 
-def _caffe_avg_divisor(size, out, kernel, stride, pad):
+def _caffe_avg_divisor(size, out, kernel, stride, pad, pad_high):
     """Caffe's AVE divisor along one axis: the window clipped to the padded input, padding counted."""
     start = np.arange(out) * stride - pad
-    return np.minimum(start + kernel, size + pad) - start
+    return np.minimum(start + kernel, size + pad_high) - start
 
 
 def _max_pool(node, x):
-    return max_pool_nhwc(x, *_window(node, x))
+    return max_pool_nhwc(x, *_window(node, x)[:4])
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4))
@@ -166,20 +215,20 @@ max_pool_nhwc.defvjp(_max_pool_fwd, _max_pool_bwd)
 def _average_pool(node, x):
     """Caffe's average (count_include_pad=1, as convert.py writes it), or ONNX's default, which divides
     by the pixels of the input that each window covers."""
-    kernel, strides, padding, (oh, ow) = _window(node, x)
+    kernel, strides, padding, (oh, ow), (pb, pr) = _window(node, x)
     total = _pool(x, 0.0, lax.add, kernel, strides, padding, (oh, ow))
     (kh, kw), (sh, sw), ((pt, _), (pl, _)) = kernel, strides, padding
     if attr(node, 'count_include_pad', 0):
-        div = np.outer(_caffe_avg_divisor(x.shape[1], oh, kh, sh, pt),
-                       _caffe_avg_divisor(x.shape[2], ow, kw, sw, pl))
+        div = np.outer(_caffe_avg_divisor(x.shape[1], oh, kh, sh, pt, pb),
+                       _caffe_avg_divisor(x.shape[2], ow, kw, sw, pl, pr))
     else:
         div = _pool(np.ones((1, *x.shape[1:3], 1), np.float32), 0.0, lax.add, kernel, strides, padding,
                     (oh, ow))[0, :, :, 0]
     return total / jnp.asarray(div[:, :, None], jnp.float32)
 
 
-def _geometry(node):
-    pt, pl, pb, pr = attr(node, 'pads', (0, 0, 0, 0))
+def _geometry(node, sizes=(1, 1)):
+    pt, pl, pb, pr = explicit_pads(node, sizes)
     return tuple(attr(node, 'strides', (1, 1))), ((pt, pb), (pl, pr)), tuple(attr(node, 'dilations', (1, 1)))
 
 
@@ -206,7 +255,7 @@ def channel_products(x, weights, biases):
 def _conv(node, x, w, b=None):
     if is_matrix_product(node, w):
         return channel_products(x, [w], [b])[0]
-    geometry, group = _geometry(node), attr(node, 'group', 1)
+    geometry, group = _geometry(node, x.shape[1:3]), attr(node, 'group', 1)
     w = jnp.transpose(w, (2, 3, 1, 0))                                   # ONNX's OIHW → HWIO
     # grouped: JAX's own gradient, which XLA:CPU runs slowly inside a loop
     y = conv_nhwc(x, w, *geometry) if group == 1 else _lax_conv(x, w, *geometry, group)
@@ -324,45 +373,21 @@ def _lrn_bwd(n, alpha, beta, k, residuals, g):
 lrn_nhwc.defvjp(_lrn_fwd, _lrn_bwd)
 
 
-def _gemm(node, x, w, b=None):
-    w = w.T if attr(node, 'transB', 0) else w
-    y = jnp.dot(x, w, precision=HIGHEST)
-    return y if b is None else y + b
+def conv_size(node, size, axis):
+    """A convolution's output extent along one spatial axis (0 = height, 1 = width); `size` may be traced."""
+    k, s, d = (attr(node, a, (1, 1))[axis] for a in ('kernel_shape', 'strides', 'dilations'))
+    if attr(node, 'auto_pad', 'NOTSET') in ('SAME_UPPER', 'SAME_LOWER'):
+        return -(-size // s)
+    pads = explicit_pads(node, (1, 1))
+    return (size + pads[axis] + pads[axis + 2] - d * (k - 1) - 1) // s + 1
 
 
-def _flatten(node, x):
-    x = to_nchw(x)                                          # Caffe's order of the flattened features
-    return x.reshape(math.prod(x.shape[:attr(node, 'axis', 1)]), -1)
-
-
-OPS = {
-    'Conv': _conv,
-    'Relu': lambda node, x: jax.nn.relu(x),      # gradient 0 at 0, like Caffe's (x > 0) mask
-    'LeakyRelu': lambda node, x: jnp.where(x > 0, x, attr(node, 'alpha', 0.01) * x),
-    'MaxPool': _max_pool,
-    'AveragePool': _average_pool,
-    'GlobalAveragePool': lambda node, x: jnp.mean(x, axis=(1, 2), keepdims=True),
-    'GlobalMaxPool': lambda node, x: jnp.max(x, axis=(1, 2), keepdims=True),
-    'LRN': _lrn,
-    'Concat': lambda node, *xs: jnp.concatenate(xs, axis=_axis(xs[0], attr(node, 'axis', 1))),
-    'Identity': lambda node, x: x,
-    'Dropout': lambda node, x: x,
-    'Flatten': _flatten,
-    'Gemm': _gemm,
-    'Softmax': lambda node, x: jax.nn.softmax(x, axis=_axis(x, attr(node, 'axis', -1))),
-}
-
-
-def spatial_out(node, size, axis):
-    """Output extent along one spatial axis (0 = height, 1 = width) of a node; `size` may be traced."""
-    if node.op == 'Conv':
-        k, s, d = (attr(node, a, (1, 1))[axis] for a in ('kernel_shape', 'strides', 'dilations'))
-        pads = attr(node, 'pads', (0, 0, 0, 0))
-        return (size + pads[axis] + pads[axis + 2] - d * (k - 1) - 1) // s + 1
-    if node.op in ('MaxPool', 'AveragePool'):
-        return pooled_size(size, attr(node, 'kernel_shape')[axis], attr(node, 'strides', (1, 1))[axis],
-                           attr(node, 'pads', (0, 0, 0, 0))[axis], attr(node, 'ceil_mode', 0))
-    return size
+def pool_size(node, size, axis):
+    if attr(node, 'auto_pad', 'NOTSET') in ('SAME_UPPER', 'SAME_LOWER'):
+        return -(-size // attr(node, 'strides', (1, 1))[axis])
+    pads = explicit_pads(node, (1, 1))
+    return pooled_size(size, attr(node, 'kernel_shape')[axis], attr(node, 'strides', (1, 1))[axis],
+                       pads[axis], attr(node, 'ceil_mode', 0), pads[axis + 2])
 
 
 # ---------------------------------------------------------------- evaluating inside a padded bucket
@@ -370,20 +395,40 @@ def spatial_out(node, size, axis):
 # An image padded up to a bucket size gives, at its true positions, what the unpadded image gives, if every
 # operator that reads neighbouring positions sees there what Caffe's own borders hold. These say what that is.
 
-POINTWISE = frozenset({'Relu', 'LeakyRelu', 'LRN', 'Concat', 'Identity', 'Dropout'})   # LRN: across channels
+def _sized_by_the_image(node):
+    """auto_pad SAME with a stride pads by an amount that depends on the size: the true one, not the bucket's."""
+    return (attr(node, 'auto_pad', 'NOTSET') in ('SAME_UPPER', 'SAME_LOWER')
+            and any(s > 1 for s in attr(node, 'strides', (1, 1))))
 
 
-def border_fill(node):
-    """What lies beyond the true extent for `node`: None where it reads each position alone; 0 for a
-    convolution's zero padding; -inf for max pooling, whose windows Caffe clips to the input.
+def conv_border(node, spatial=None):
+    """A convolution reads zeros beyond the image (none at all for a 1x1 kernel without padding)."""
+    if _sized_by_the_image(node):
+        return 'exact'
+    pointwise = all(k == 1 for k in attr(node, 'kernel_shape')) and not any(explicit_pads(node, (1, 1)))
+    return None if pointwise else 0.0
 
-    Raises ValueError for operators whose result depends on the true size in another way (average
-    pooling's divisor, global pooling, fully connected layers): those run at the exact size."""
-    if node.op in POINTWISE:
-        return None
-    if node.op == 'Conv':
-        pointwise = all(k == 1 for k in attr(node, 'kernel_shape')) and not any(attr(node, 'pads', (0,)))
-        return None if pointwise else 0.0
-    if node.op == 'MaxPool':
-        return -jnp.inf
-    raise ValueError(f'{node.op} cannot run in a padded bucket')
+
+def max_pool_border(node, spatial=None):
+    """Caffe clips max pooling's windows to the input: -inf beyond it."""
+    return 'exact' if _sized_by_the_image(node) else -jnp.inf
+
+
+def _global_average(node, x, extent=None):
+    if extent is None:
+        return jnp.mean(x, axis=(1, 2), keepdims=True)
+    return jnp.sum(x, axis=(1, 2), keepdims=True) / (extent[0] * extent[1]).astype(x.dtype)
+
+
+def _global_max(node, x, extent=None):
+    return jnp.max(x, axis=(1, 2), keepdims=True)
+
+
+register('Conv', layout='spatial', border=conv_border, spatial=conv_size)(_conv)
+register('MaxPool', layout='spatial', border=max_pool_border, spatial=pool_size)(_max_pool)
+register('AveragePool', layout='spatial', spatial=pool_size)(_average_pool)   # its divisor: the true size
+register('LRN', layout='spatial', border=None, spatial=same_size)(_lrn)       # across channels
+# The global poolings read the true extent alone (the padding is zero, or -inf, for them), and what they
+# give is no longer an image.
+register('GlobalAveragePool', layout='spatial', border=0.0, extent=True, spatial=lambda node, size, axis: None)(_global_average)
+register('GlobalMaxPool', layout='spatial', border=-jnp.inf, spatial=lambda node, size, axis: None)(_global_max)

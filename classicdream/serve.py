@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atlas import atlas_layers, default_end
+from .atlas import atlas_layers
 from .dream import DEFAULT_END, ask_for, check_octaves, objective_guide
 from .zoom import zoom, zoom_options
 from .dreamer import Dreamer, UserError, flag, number, slug
@@ -73,7 +73,7 @@ class Page:
 
     def __init__(self, net, device, results, model=None):
         self.net, self.device, self.results, self.model = net, device, Path(results), model
-        self.default_end = default_end(net)
+        self.default_end = net.default_end
 
     def dreamer(self, layer, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, channel, tile,
                 colors='dream', lapnorm=0):

@@ -67,8 +67,8 @@ def test_bucketed_dream_is_the_exact_size_dream_bit_for_bit(net, shared, monkeyp
 
 def test_layers_past_the_convolutions_run_at_the_exact_size(net):
     """Average pooling divides by Caffe's clipped window and a classifier sees the whole map: not bucketable."""
-    assert bucketable(net.nodes, net.tensor('inception_5b/output'))
-    assert not bucketable(net.nodes, net.tensor('loss3/classifier'))
+    assert bucketable(net.nodes, net.tensor('inception_5b/output'), net.params)
+    assert not bucketable(net.nodes, net.tensor('loss3/classifier'), net.params)
 
 
 def test_nearby_sizes_share_the_skys_buckets():

@@ -7,7 +7,10 @@ import pytest
 from jax import lax
 
 from classicdream import ops, programs
-from classicdream.ops import HIGHEST, OPS, Node
+from classicdream.operators import REGISTRY
+from classicdream.ops import HIGHEST, Node
+
+OPS = {name: op.fn for name, op in REGISTRY.items()}
 from conftest import relative_error
 
 GEOMETRIES = [  # (kernel, strides, pads (top, left, bottom, right), dilations, group)
