@@ -360,6 +360,9 @@ def main(argv=None):
     from .models import ModelError
     try:
         fire.Fire(Commands, command=argv, name='classicdream')
+    except BrokenPipeError:                 # `classicdream layers | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
     except (UserError, CaffeFormatError, ModelError, ValueError, OSError) as e:
         print(f'classicdream: error: {e}', file=sys.stderr)
         sys.exit(2)

@@ -122,6 +122,16 @@ def slug(text, limit=120):
     return text.rstrip('-. ')
 
 
+def say_assumed_preprocessing(net, model):
+    """One line on stderr where a net's metadata names no preprocessing: which one is assumed, and how to
+    change it."""
+    if net.preprocess_given is None:
+        p = PREPROCESSINGS[net.preprocessing]
+        print(f'classicdream: {Path(str(model)).name} names no preprocessing in its metadata; assuming '
+              f'{p.name} ({p.description}), as {net.producer or "its exporter"} exports usually want: '
+              f'--preprocess=caffe|torch|tf to change it', file=sys.stderr)
+
+
 class Dreamer:
     """The options of the commands that dream, checked; holds the net once it is loaded."""
 
@@ -192,11 +202,8 @@ class Dreamer:
         if self._end is None:
             names = {layer for layer, _, _ in net.layers}
             self._set_end(*parse_end(net.default_end if self._end_given is None else self._end_given, names))
-        if self.preprocess is None and net.preprocess_given is None and not self.quiet:
-            p = PREPROCESSINGS[net.preprocessing]
-            print(f'classicdream: {Path(str(self.model)).name} names no preprocessing in its metadata; assuming '
-                  f'{p.name} ({p.description}), as {net.producer or "its exporter"} exports usually want: '
-                  f'--preprocess=caffe|torch|tf to change it', file=sys.stderr)
+        if self.preprocess is None and not self.quiet:
+            say_assumed_preprocessing(net, self.model)
 
     def using(self, net):
         """These options on a net already loaded (the page holds one for every visitor), checked."""

@@ -321,14 +321,10 @@ class Net:
             return tuple(self.tensor(e) for e in end)
         if end in self._tensor:
             tensor = self._tensor[end]
-            for node in needed_nodes(self.nodes, tensor) if self.unsupported else ():
-                for output in node.outputs:
-                    if output in self.unsupported:
-                        raise ValueError(f'layer {end!r} needs {self.unsupported[output]}')
-            for node in needed_nodes(self.nodes, tensor):
-                for i in node.inputs:
-                    if isinstance(i, str) and i in self.unsupported:
-                        raise ValueError(f'layer {end!r} needs {self.unsupported[i]}')
+            needed = needed_nodes(self.nodes, tensor) if self.unsupported else ()
+            for name in [tensor, *(i for node in needed for i in node.inputs if isinstance(i, str))]:
+                if name in self.unsupported:
+                    raise ValueError(f'layer {end!r} needs {self.unsupported[name]}')
             return tensor
         close = difflib.get_close_matches(end, list(self._tensor), n=3, cutoff=0.5)
         hint = f'; did you mean {", ".join(close)}?' if close else \

@@ -21,7 +21,7 @@ import numpy as np
 from .atlas import atlas_layers
 from .dream import DEFAULT_END, ask_for, check_octaves, objective_guide
 from .zoom import zoom, zoom_options
-from .dreamer import Dreamer, UserError, flag, number, slug
+from .dreamer import Dreamer, UserError, flag, number, say_assumed_preprocessing, slug
 from .images import ImageError, load_image, recipe_or_none
 from .jobs import Cancelled, Device
 
@@ -391,6 +391,7 @@ def serve(port=7860, host='127.0.0.1', max_upload='50MB', warm=True, model=None)
               f'dream here and see the results', file=sys.stderr)
     from . import load_net
     net = load_net(model)
+    say_assumed_preprocessing(net, model)
     device = Device()
     if flag('warm', warm) and model is None:
         warm_up(net)

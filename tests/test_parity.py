@@ -114,7 +114,7 @@ def jax_accepts(net, tensor, h, w):
     try:
         shape = jax.eval_shape(partial(evaluate, net.nodes, end=tensor), net.params,
                                jax.ShapeDtypeStruct((1, 3, h, w), jnp.float32)).shape
-    except TypeError:             # the InnerProduct meets an empty input
+    except ValueError:            # the InnerProduct meets an empty input (operators.Unsupported, one line)
         return False
     return 0 not in shape
 
