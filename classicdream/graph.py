@@ -443,26 +443,37 @@ class Net:
     @functools.cached_property
     def default_end(self):
         """The layer a dream takes when none is named: the notebook's where the net has it; else, of the
-        activations (ReLU, ReLU6, HardSwish, GELU, SiLU, concatenations) that are images at the declared
-        size, the one after about 60% of the net's convolutions, where inception_4c/output lies in
-        bvlc_googlenet (35 of its 57): patterns and parts of things, rather than edges or whole classes."""
+        image-shaped outputs of the net's trunk (activations and residual sums that feed two or more
+        nodes: a block's output, like inception_4c/output), or where it has none of the activations
+        (ReLU, ReLU6, HardSwish, GELU, SiLU, concatenations), the one after about 60% of the net's
+        convolutions, where inception_4c/output lies in bvlc_googlenet (35 of its 57): patterns and parts
+        of things, rather than edges or whole classes."""
         from .dream import DEFAULT_END
         if DEFAULT_END in self._tensor:
             return DEFAULT_END
         shapes = self.describe()
-        candidates, convs, seen = [], {}, 0
         produced = {o: n for n in self.nodes for o in n.outputs}
+        readers = {}
+        convs, seen = {}, 0
         for node in self.nodes[1:]:
             seen += node.op == 'Conv'
-            for o in node.outputs:
-                convs[o] = seen
+            convs.update(dict.fromkeys(node.outputs, seen))
+            for i in node.inputs:
+                if isinstance(i, str):
+                    readers[i] = readers.get(i, 0) + 1
+        activations, trunk = [], []
         for layer, tensor, _ in self.layers[1:]:
             shape, node = shapes.get(layer), produced.get(tensor)
-            if isinstance(shape, tuple) and len(shape) == 4 and min(shape[2:]) >= 2 and node is not None \
-                    and (node.op in ACTIVATIONS or is_silu(node, produced)):
-                candidates.append((abs(convs[tensor] - 0.6 * seen), layer))
-        if candidates:
-            return min(candidates)[1]
+            if not (isinstance(shape, tuple) and len(shape) == 4 and min(shape[1:]) >= 2 and node is not None):
+                continue
+            distance = (abs(convs[tensor] - 0.6 * seen), layer)
+            activation = node.op in ACTIVATIONS or is_silu(node, produced)
+            if activation:
+                activations.append(distance)
+            if (activation or node.op == 'Add') and readers.get(tensor, 0) >= 2:
+                trunk.append(distance)
+        if trunk or activations:
+            return min(trunk or activations)[1]
         return next((layer for layer, shape in shapes.items() if isinstance(shape, tuple)
                      and layer != self.layers[0][0]), self.layers[-1][0])
 
