@@ -231,8 +231,12 @@ def octave_shapes(net, shape, octave_n, octave_scale, end, tile=None, lapnorm=0)
 
 
 def check_octaves(net, shape, octave_n, octave_scale, end):
-    """Refuse an octave stack whose smallest octave is below what layer `end` accepts, saying what fits."""
-    mh, mw = net.min_size(end)
+    """Refuse an octave stack whose smallest octave is below what layer `end` accepts, saying what fits; and,
+    for a layer past shapes an exporter fixed (a Reshape to the export's size), any octave it cannot take."""
+    try:
+        mh, mw = net.min_size(end)
+    except ValueError:
+        mh = mw = 1
     sizes = octave_sizes(shape, octave_n, octave_scale)
     fits = [h >= mh and w >= mw for h, w in sizes]
     if not all(fits):
@@ -241,6 +245,16 @@ def check_octaves(net, shape, octave_n, octave_scale, end):
         hint = f'use --octave_n={can} or fewer' if can else 'use a larger image'
         raise ValueError(f'the smallest of {octave_n} octaves is {w}x{h} pixels, but layer {end!r} needs at '
                          f'least {mw}x{mh}: {hint}')
+    if net.statically_sized(end):
+        return
+    for i, (h, w) in enumerate(sizes):
+        why = net.why_not((h, w), end)
+        if why is not None:
+            declared = f' (the net was exported for {net.input.size[1]}x{net.input.size[0]})' if net.input.size else ''
+            hint = f'use --octave_n={i}, or an earlier layer' if i else 'use an earlier layer'
+            raise ValueError(f'layer {end!r} cannot be computed for octave {i + 1} of {octave_n}, {w}x{h} pixels'
+                             f'{declared}: {why}; {hint} (`classicdream layers --model=... --height=H --width=W` '
+                             f'shows which layers take a size)')
 
 
 def deepdream(net, base_img, iter_n=10, octave_n=4, octave_scale=1.4, end=DEFAULT_END, clip=True, seed=0,

@@ -28,6 +28,9 @@ ACTIVATIONS = frozenset({'Relu', 'LeakyRelu', 'PRelu', 'Clip', 'HardSwish', 'Gel
                          'Mish', 'Concat'})
 
 
+FLATTENING = frozenset({'Flatten', 'Gemm', 'MatMul'})
+
+
 def needed_nodes(nodes, end):
     """The nodes that `end` (a tensor, or a tuple of them) depends on, in graph order."""
     want, keep = set(_as_tuple(end)), []
@@ -307,6 +310,7 @@ class Net:
         self.sha256 = sha256
         self.blobs = list(dict.fromkeys(blob for _, _, blob in self.layers))
         self._tensor = {layer: tensor for layer, tensor, _ in self.layers}
+        self.dynamic = {tensor for _, tensor, _ in self.layers[1:]} - set(self.unsupported)   # activations
         self._fits = {}
 
     @property
@@ -345,6 +349,18 @@ class Net:
                 raise ValueError(f'layer {end!r} cannot be computed at any input size near '
                                  f'{other}x{other}') from None
             return h, w
+
+    def statically_sized(self, end):
+        """Whether every operator up to `end` has a size rule (no reshape, transpose, ...): then min_size
+        alone says which inputs it takes."""
+        tensor = self.tensor(end)
+        if any(node.op in FLATTENING for node in needed_nodes(self.nodes, tensor)):
+            return False                    # a fully connected layer takes the features of one size only
+        try:
+            static_sizes(self.nodes, tensor, 64, 0)
+            return True
+        except NotImplementedError:
+            return False
 
     def fits(self, size, end):
         """Whether an input of `size` (height, width) reaches `end` (a trace, no computation; kept)."""
@@ -447,11 +463,16 @@ class Net:
         nodes: a block's output, like inception_4c/output), or where it has none of the activations
         (ReLU, ReLU6, HardSwish, GELU, SiLU, concatenations), the one after about 60% of the net's
         convolutions, where inception_4c/output lies in bvlc_googlenet (35 of its 57): patterns and parts
-        of things, rather than edges or whole classes."""
+        of things, rather than edges or whole classes. Only layers that also take another size than the
+        declared one count where there are such (an exporter's fixed reshapes stop the octaves)."""
         from .dream import DEFAULT_END
         if DEFAULT_END in self._tensor:
             return DEFAULT_END
         shapes = self.describe()
+        h, w = self.input.size or (224, 224)
+        elsewhere = self.describe(h * 3 // 2 + 1, w * 3 // 2 + 1)
+        if any(isinstance(elsewhere[layer], tuple) and len(elsewhere[layer]) == 4 for layer in list(elsewhere)[1:]):
+            shapes = {layer: shape if isinstance(elsewhere[layer], tuple) else None for layer, shape in shapes.items()}
         produced = {o: n for n in self.nodes for o in n.outputs}
         readers = {}
         convs, seen = {}, 0

@@ -58,11 +58,18 @@ def activation_bytes(net, end, height, width):
     tensor = net.tensor(end)
     key = (net.nodes, tensor)
     if key not in _PER_PIXEL:
-        outputs = tuple(node.output for node in needed_nodes(net.nodes, tensor))
-        data = jax.ShapeDtypeStruct((1, 3, 448, 448), jnp.float32)
-        shapes = jax.eval_shape(partial(evaluate, net.nodes, end=outputs), net.params, data)
-        _PER_PIXEL[key] = sum(math.prod(s.shape) * s.dtype.itemsize for s in shapes) / 448 ** 2
+        _PER_PIXEL[key] = _bytes(net, tensor, 448, 448) / 448 ** 2 if net.fits((448, 448), end) else None
+    if _PER_PIXEL[key] is None:           # a layer past an exporter's fixed shapes: at its own size only
+        return _bytes(net, tensor, height, width)
     return _PER_PIXEL[key] * height * width
+
+
+def _bytes(net, tensor, height, width):
+    outputs = tuple(o for node in needed_nodes(net.nodes, tensor)[1:] for o in node.outputs
+                    if o in net.dynamic)
+    data = jax.ShapeDtypeStruct((1, 3, height, width), jnp.float32)
+    shapes = jax.eval_shape(partial(evaluate, net.nodes, end=outputs), net.params, data)
+    return sum(math.prod(s.shape) * s.dtype.itemsize for s in shapes)
 
 
 def compiled_shapes(net, end, shape, octave_n, octave_scale, tile=None):
