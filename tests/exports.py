@@ -366,46 +366,12 @@ def op_types(model):
 # What a README shows users (it moves there; tests/test_exporters.py runs each block as written, offline:
 # trained torchvision weights are read from $TORCH_HOME/hub/checkpoints, where torch.hub keeps them once
 # downloaded, and the test puts a state dict there first).
-README_EXPORT_COMMANDS = r'''
-A torchvision classifier with its trained weights, through torch.onnx (the first run downloads the weights
-into $TORCH_HOME/hub/checkpoints, ~/.cache/torch by default; later runs read them from there):
-
-```python
-import torch, torchvision
-model = torchvision.models.resnet50(weights='DEFAULT').eval()
-torch.onnx.export(model, (torch.randn(1, 3, 224, 224),), 'resnet50.onnx', dynamo=False)
-```
-
-```sh
-classicdream layers --model=resnet50.onnx
-classicdream dream photo.jpg --model=resnet50.onnx --preprocess=torch --out=dream.jpg \
-    --end=/layer3/layer3.1/relu_2/Relu_output_0
-```
-
-A timm model through torch.onnx. pretrained=False gives random weights; pretrained=True downloads the
-trained ones from the Hugging Face hub (timm's pretrained_cfg says which file):
-
-```python
-import timm, torch
-model = timm.create_model('resnet18', pretrained=False).eval()
-torch.onnx.export(model, (torch.randn(1, 3, 224, 224),), 'timm_resnet18.onnx', dynamo=False)
-```
-
-A Keras application through tf2onnx (its input is NHWC; classicdream transposes to it). weights=None
-gives random weights; weights='imagenet' downloads the trained ones:
-
-```python
-import tensorflow as tf, tf2onnx
-model = tf.keras.applications.MobileNetV2(weights=None, input_shape=(224, 224, 3))
-spec = (tf.TensorSpec((1, 224, 224, 3), tf.float32, name='input_1'),)
-tf2onnx.convert.from_keras(model, input_signature=spec, opset=13, output_path='mobilenet_v2.onnx')
-```
-'''
-
-
-def readme_blocks(text=README_EXPORT_COMMANDS):
-    """[(language, code)] of the fenced blocks in `text`."""
+def readme_blocks():
+    """[(language, code)] of the fenced blocks of docs/models.md's export commands (between its
+    `<!-- exports: begin ... -->` and `<!-- exports: end -->`)."""
     import re
+    text = (HERE.parent / 'docs' / 'models.md').read_text()
+    text = text[text.index('<!-- exports: begin'):text.index('<!-- exports: end -->')]
     return [(m.group(1), m.group(2)) for m in re.finditer(r'```(\w+)\n(.*?)```', text, re.S)]
 
 
