@@ -1,4 +1,7 @@
 # classicdream — `make dream IMG=photo.jpg` sets everything up on first use; `make test` runs the tests.
+# Each command installs what it needs, once (a stamp file in the venv per part): `make dream` the package
+# alone (`pip install -e .`), `make serve` the web extra, `make test` the test extra, `make bench` the bench
+# extra.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -15,14 +18,23 @@ DREAM_OPTS = $(if $(IMG),--img="$$IMG") $(if $(OUT),--out="$$OUT") $(if $(END),-
 	$(if $(OCTAVE_SCALE),--octave_scale="$$OCTAVE_SCALE") $(if $(STEP_SIZE),--step_size="$$STEP_SIZE") \
 	$(if $(JITTER),--jitter="$$JITTER") $(if $(TILE),--tile="$$TILE")
 
-.PHONY: setup browser models test dream serve clean reference bench bench-video
+.PHONY: setup setup-web setup-test setup-bench browser models test dream serve clean reference bench bench-video
 
 setup: $(VENV)/.installed
+setup-web: $(VENV)/.web
+setup-test: $(VENV)/.test
+setup-bench: $(VENV)/.bench
 
+# The package and what dreaming needs: all that `make dream` installs.
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e .
+	touch $@
+
+# An extra on top of it, each once: web (the page), test (the suite's tools, torch and Ray among them).
+$(VENV)/.web $(VENV)/.test: $(VENV)/.%: setup.cfg | setup
+	$(PY) -m pip install -q -e '.[$*]'
 	touch $@
 
 # Debian's Chromium and its driver, for the page's browser tests (tests/test_serve.py), where missing.
@@ -37,7 +49,7 @@ models: $(MODEL)
 $(MODEL): | setup
 	$(PY) -m classicdream models
 
-test: models
+test: models $(VENV)/.test
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 dream: models
@@ -45,7 +57,7 @@ dream: models
 	$(PY) -m classicdream dream $(DREAM_OPTS)
 
 # The dream page at http://localhost:7860/ (PORT=... to change it)
-serve: models
+serve: models $(VENV)/.web
 	$(PY) -m classicdream serve $(if $(PORT),--port="$$PORT")
 
 # Real Caffe (CPU) and a bvlc_googlenet.caffemodel, built once into $CLASSICDREAM_CACHE/caffe (~/.cache/classicdream).

@@ -3,9 +3,16 @@
 Same image (sky1024px.jpg), the notebook's default parameters, seed 0. Each measurement runs in its own
 process, so compile caches and peak memory belong to one thing only:
 - Caffe: the notebook's cells (bench/notebook_caffe.py) on the pycaffe that `make reference` built;
+- Caffe's BLAS: Debian's OpenBLAS 0.3.21 picks its kernels by the CPU it knows; on a CPU newer than it
+  knows it falls back to generic ones (an AVX-512 Xeon got "Prescott", SSE3: half the speed). Where it
+  did so on a CPU with AVX-512 or AVX2, Caffe runs with OPENBLAS_CORETYPE=SkylakeX or Haswell, the kernels
+  the CPU supports; a core the environment already sets is kept. The core is in the table and the
+  caffe_openblas_core= line, and the step parity is Caffe's step with that core;
 - PyTorch: the same loop and weights in torch eager (bench/torch_dream.py: fp32, channels_last, every core),
   what a user would pick instead of either; a first run in a fresh process (oneDNN's primitives for each
   shape built then) and the better of two more, in two processes: the better first run, the best steady.
+  Then torch.compile (TorchInductor) on the same loop: a first process with an empty inductor cache, a
+  second with it warm, each a first run and two steady ones.
   On the GPU too where torch has CUDA (the `bench` extra's CPU wheel has not);
 - classicdream, per JAX platform (CPU, and GPU when JAX sees one): a first run in a fresh process with an
   empty cache of compiled programs, two more calls in that process (steady state: the better of the two,
@@ -240,6 +247,51 @@ def run(what, cmd, env):
         raise BenchError(f'{what} failed: {lines[-1] if lines else f"exit status {proc.returncode}"}')
 
 
+# OpenBLAS's cores for CPUs with AVX2 or AVX-512 (dynamic-arch names, as OPENBLAS_VERBOSE=2 prints them);
+# any other core on such a CPU is a generic fallback (Prescott: SSE3)
+AVX2_CORES = {'Haswell', 'Zen', 'SkylakeX', 'Cooperlake', 'SapphireRapids'}
+SKYLAKEX_FLAGS = {'avx512f', 'avx512cd', 'avx512bw', 'avx512dq', 'avx512vl'}     # what its kernels use
+HASWELL_FLAGS = {'avx2', 'fma'}
+
+
+def cpu_flags():
+    with open('/proc/cpuinfo') as f:
+        return set(next((line.split(':', 1)[1].split() for line in f if line.startswith('flags')), []))
+
+
+def openblas_core(env):
+    """The core Debian's OpenBLAS runs in Caffe's process with `env` (its OPENBLAS_VERBOSE=2 line), or None."""
+    env = {k: v for k, v in {**os.environ, **env, 'OPENBLAS_VERBOSE': '2'}.items() if v is not None}
+    probe = 'import numpy, caffe; a = numpy.ones((64, 64), numpy.float32); caffe.set_mode_cpu()'
+    proc = subprocess.run([CAFFE_PYTHON, '-c', probe], env=env, capture_output=True, text=True)
+    cores = [line.split(':', 1)[1].strip() for line in (proc.stdout + proc.stderr).splitlines()
+             if line.startswith('Core:')]
+    return cores[-1] if cores else None
+
+
+def caffe_blas(env):
+    """(settings for Caffe's process, {'core', 'how'}): OpenBLAS's own pick, or the core this CPU supports
+    where OpenBLAS fell back to generic kernels; never over an OPENBLAS_CORETYPE the environment sets."""
+    if os.environ.get('OPENBLAS_CORETYPE'):
+        core = openblas_core(env) or os.environ['OPENBLAS_CORETYPE']
+        return {}, {'core': core, 'how': f'OPENBLAS_CORETYPE={os.environ["OPENBLAS_CORETYPE"]} set by the '
+                                          'environment, kept'}
+    picked = openblas_core(env)
+    flags = cpu_flags()
+    fit = 'SkylakeX' if SKYLAKEX_FLAGS <= flags else 'Haswell' if HASWELL_FLAGS <= flags else None
+    if picked is None or fit is None or picked in AVX2_CORES:
+        return {}, {'core': picked or 'unknown', 'how': "OpenBLAS's own pick" + (
+            f', kernels for {"AVX-512" if picked in ("SkylakeX", "Cooperlake", "SapphireRapids") else "AVX2"}, '
+            f'which this CPU has' if fit and picked else '')}
+    chosen = openblas_core({**env, 'OPENBLAS_CORETYPE': fit})
+    if chosen != fit:           # this OpenBLAS would not take it: keep its own pick
+        return {}, {'core': picked, 'how': f"OpenBLAS's own pick (a generic fallback; OPENBLAS_CORETYPE={fit} "
+                                           f'gave {chosen})'}
+    return {'OPENBLAS_CORETYPE': fit}, {
+        'core': fit, 'how': f'OPENBLAS_CORETYPE={fit} set by make bench: OpenBLAS picked {picked}, a generic '
+                            f'fallback, on this {"AVX-512" if fit == "SkylakeX" else "AVX2"} CPU'}
+
+
 def caffe_built():
     return all(p.exists() for p in (PYCAFFE / 'caffe' / '_caffe.so', CAFFE_MODEL / 'bvlc_googlenet.caffemodel',
                                     Path(CAFFE_PYTHON)))
@@ -251,15 +303,18 @@ def run_caffe(out):
         print('Caffe reference not built here: `make reference` builds it once (about 10 min); '
               'classicdream alone this time.', file=sys.stderr)
         return None
-    print('Caffe: the notebook, one default dream ...', file=sys.stderr)
+    env = {'PYTHONPATH': str(PYCAFFE), 'GLOG_minloglevel': '2'}
+    blas_env, blas = caffe_blas(env)
+    print(f'Caffe: the notebook, one default dream (OpenBLAS core {blas["core"]}: {blas["how"]}) ...',
+          file=sys.stderr)
     try:
         run('the Caffe reference', [CAFFE_PYTHON, str(ROOT / 'bench' / 'notebook_caffe.py'), str(CAFFE_MODEL),
-                                    str(IMAGE), str(out)],
-            {'PYTHONPATH': str(PYCAFFE), 'GLOG_minloglevel': '2'})
+                                    str(IMAGE), str(out)], {**env, **blas_env})
     except BenchError as e:
         print(f'{e}; classicdream alone this time.', file=sys.stderr)
         return None
-    return dict(json.loads((out / 'caffe.json').read_text()), step=np.load(out / 'caffe_step.npy'))
+    return dict(json.loads((out / 'caffe.json').read_text()), step=np.load(out / 'caffe_step.npy'),
+                blas=blas)
 
 
 def gpu_platform():
@@ -317,6 +372,12 @@ def run_torch(out, gpu):
             results[plat] = torch_processes(out, device, plat)
         except BenchError as e:
             print(f'{e}; no PyTorch {plat.upper()} rows this time.', file=sys.stderr)
+        print(f'PyTorch {plat.upper()}: the same loop with torch.compile (inductor), a process with an empty '
+              'cache (minutes), then one with it warm ...', file=sys.stderr)
+        try:
+            results[f'{plat}_compile'] = torch_compile_processes(out, device, plat)
+        except BenchError as e:
+            print(f'{e}; no torch.compile {plat.upper()} rows this time.', file=sys.stderr)
     return results
 
 
@@ -339,6 +400,26 @@ def torch_processes(out, device, plat):
     return best
 
 
+def torch_compile_processes(out, device, plat):
+    """torch.compile's first run in a process with an empty inductor cache (`cold`), a new process's first
+    run with that cache warm (`warm`), and the best steady dream of either."""
+    cache = out / f'inductor-cache-{device}'
+    best = {}
+    for what in ('cold', 'warm'):
+        run(f'torch.compile on {plat.upper()}', [sys.executable, str(ROOT / 'bench' / 'torch_dream.py'), str(MODEL),
+                                                  str(IMAGE), str(out), device, 'compile'],
+            {'TORCHINDUCTOR_CACHE_DIR': str(cache)})
+        name = out / f'torch_compile_{device}'
+        measured = json.loads(name.with_suffix('.json').read_text())
+        best.update({what: measured['cold'], f'{what}_rss': measured['cold_rss']})
+        if 'steady' not in best or measured['steady'] < best['steady']:
+            best.update(steady=measured['steady'], steady_rss=measured['steady_rss'])
+        if what == 'cold':
+            best.update({k: v for k, v in measured.items() if k not in best},
+                        step=np.load(f'{name}_step.npy'), dream=np.load(f'{name}_dream.npy'))
+    return best
+
+
 # ---------------------------------------------------------------- the report
 
 def psnr(a, b):
@@ -351,17 +432,29 @@ def torch_name(t, plat):
         (', channels_last' if plat == 'cpu' else f' ({t["device"]}), channels_last')
 
 
+def compile_name(t, plat):
+    return f'PyTorch {t["version"].split("+")[0]} torch.compile (inductor, mode {t["mode"]}), {plat.upper()}' + \
+        ('' if plat == 'cpu' else f' ({t["device"]})')
+
+
 def rows(caffe, results, pytorch, cpu_peak):
     """(label, seconds, peak RSS, FLOP/s ceiling) of every timed dream: each platform's PyTorch rows, then
     classicdream's."""
     if caffe:
-        yield 'Caffe notebook, CPU', caffe['seconds'], caffe['peak_rss'], cpu_peak
+        yield f'Caffe notebook, CPU, OpenBLAS core {caffe["blas"]["core"]}', caffe['seconds'], caffe['peak_rss'], \
+            cpu_peak
     for plat, r in results.items():
         if plat in pytorch:
             t = pytorch[plat]
             yield f'{torch_name(t, plat)}, first run (2 processes, the better)', t['cold'], t['cold_rss'], r['peak']
             yield (f'{torch_name(t, plat)}, steady (2nd and 3rd calls of the 2, the best)', t['steady'],
                    t['steady_rss'], r['peak'])
+        if f'{plat}_compile' in pytorch:
+            t = pytorch[f'{plat}_compile']
+            yield f'{compile_name(t, plat)}, first run, empty inductor cache', t['cold'], t['cold_rss'], r['peak']
+            yield (f'{compile_name(t, plat)}, steady (2nd and 3rd calls of 2 processes, the best)', t['steady'],
+                   t['steady_rss'], r['peak'])
+            yield f'{compile_name(t, plat)}, new process, warm inductor cache', t['warm'], t['warm_rss'], r['peak']
         name = f'classicdream {plat.upper()}' + ('' if plat == 'cpu' else f' ({r["device"]})')
         yield f'{name}, first run, empty cache', r['cold'], r['cold_rss'], r['peak']
         yield f'{name}, steady (2nd and 3rd calls, the better)', r['steady'], r['steady_rss'], r['peak']
@@ -392,13 +485,17 @@ def table(caffe, results, pytorch):
                      f'the warm process; {builds(r["newsize_builds"])} at the new size; a second layer '
                      f'({SECOND_END}) in the same process: {r["second_end"]:.3g} s, {builds(r["second_end_builds"])}.')
     if caffe:
+        lines.append(f'- Caffe\'s BLAS: Debian OpenBLAS, core {caffe["blas"]["core"]} ({caffe["blas"]["how"]}).')
         for plat, r in results.items():
             lines.append(f'- Step parity, {plat.upper()}: one make_step on the full image, seed-0 jitter shift, '
-                         f'classicdream vs Caffe: PSNR {psnr(r["step"], caffe["step"]):.1f} dB, max |diff| '
+                         f'classicdream vs Caffe (OpenBLAS core {caffe["blas"]["core"]}): PSNR '
+                         f'{psnr(r["step"], caffe["step"]):.1f} dB, max |diff| '
                          f'{abs(r["step"] - caffe["step"]).max():.2f} levels.')
     else:
         lines.append('- No Caffe reference in this run (`make reference` builds it), so no ratios or step parity.')
     for plat, t in pytorch.items():
+        if plat.endswith('_compile'):
+            continue
         r = results[plat]
         caffe_step = f'; PyTorch vs Caffe: {psnr(t["step"], caffe["step"]):.1f} dB' if caffe and plat == 'cpu' else ''
         lines.append(f'- PyTorch anchor, {plat.upper()} ({t["threads"]} threads, bench/torch_dream.py): '
@@ -409,6 +506,18 @@ def table(caffe, results, pytorch):
                      f'levels{caffe_step}; the whole seed-0 dream vs classicdream\'s: '
                      f'{psnr(t["dream"], r["dream"]):.1f} dB (40 steps of a chaotic map: float noise flips near-ties '
                      f'in pooling, reference README fact 6).')
+    for plat in results:
+        if f'{plat}_compile' in pytorch:
+            t, r = pytorch[f'{plat}_compile'], results[plat]
+            lines.append(f'- torch.compile anchor, {plat.upper()} ({t["threads"]} threads, bench/torch_dream.py '
+                         f'compile: the forward compiled by TorchInductor, mode {t["mode"]}, dynamic=False, the '
+                         f'backward by AOTAutograd): classicdream\'s steady dream is {t["steady"] / r["steady"]:.2f}× '
+                         f'as fast as its steady one, its first run (empty cache) {t["cold"] / r["cold"]:.2f}× as fast '
+                         f'as its first run (empty inductor cache), a new process with the warm cache '
+                         f'{t["warm"] / r["warm"]:.2f}× as fast. The same computation: one make_step, seed-0 shift, '
+                         f'vs classicdream: PSNR {psnr(t["step"], r["step"]):.1f} dB, max |diff| '
+                         f'{abs(t["step"] - r["step"]).max():.2f} levels; the whole dream: '
+                         f'{psnr(t["dream"], r["dream"]):.1f} dB.')
     if not pytorch:
         lines.append("- No PyTorch in this run (`pip install -e '.[bench]'` adds it), so no PyTorch rows.")
     return '\n'.join(lines)
@@ -430,13 +539,14 @@ def versions(caffe, pytorch):
     text = f'Python {platform.python_version()}, jax {v("jax")}, jaxlib {v("jaxlib")}, numpy {v("numpy")}, ' \
            f'scipy {v("scipy")}'
     text += f', torch {pytorch["cpu"]["version"]}' if 'cpu' in pytorch else ''
+    text += f', torch.compile mode {pytorch["cpu_compile"]["mode"]}' if 'cpu_compile' in pytorch else ''
     return text + (f'; reference: {CAFFE_NAME}' if caffe else '')
 
 
 def write_results(text, caffe, pytorch, load):
     """RESULTS.md: the table with what it was measured on; the load says whether others shared the cores."""
     date = datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')
-    title = 'the 2015 notebook on real Caffe' + (', and PyTorch eager' if pytorch else '')
+    title = 'the 2015 notebook on real Caffe' + (', and PyTorch eager and torch.compile' if pytorch else '')
     RESULTS.write_text(f'# Benchmark: classicdream vs {title}\n\n'
                        f'Made by `make bench` on {date}.\n\n- Machine: {machine()}\n'
                        f'- Versions: {versions(caffe, pytorch)}\n'
@@ -458,17 +568,28 @@ def key_values(caffe, results, pytorch):
                       **{f'{what}_{plat}_cold_s': v for what, v in r['cold_builds'].items()}})
     if caffe:
         cpu = results['cpu']
-        pairs = {'caffe_cpu_s': caffe['seconds'], **pairs, 'speedup_vs_caffe_cpu': caffe['seconds'] / cpu['steady'],
+        pairs = {'caffe_cpu_s': caffe['seconds'], 'caffe_openblas_core': caffe['blas']['core'], **pairs, 'speedup_vs_caffe_cpu': caffe['seconds'] / cpu['steady'],
                  'cold_speedup_vs_caffe_cpu': caffe['seconds'] / cpu['cold'],
                  'step_psnr_db': psnr(cpu['step'], caffe['step'])}
     for plat, t in pytorch.items():
+        if plat.endswith('_compile'):
+            plat = plat[:-len('_compile')]
+            r = results[plat]
+            pairs.update({f'torch_compile_{plat}_s': t['steady'], f'torch_compile_{plat}_cold_s': t['cold'],
+                          f'torch_compile_{plat}_warm_s': t['warm'],
+                          f'speedup_vs_torch_compile_{plat}': t['steady'] / r['steady'],
+                          f'cold_speedup_vs_torch_compile_{plat}': t['cold'] / r['cold'],
+                          f'warm_speedup_vs_torch_compile_{plat}': t['warm'] / r['warm'],
+                          f'torch_compile_{plat}_step_psnr_db': psnr(t['step'], r['step']),
+                          f'torch_compile_{plat}_dream_psnr_db': psnr(t['dream'], r['dream'])})
+            continue
         r = results[plat]
         pairs.update({f'torch_{plat}_s': t['steady'], f'torch_{plat}_cold_s': t['cold'],
                       f'speedup_vs_torch_{plat}': t['steady'] / r['steady'],
                       f'cold_speedup_vs_torch_{plat}': t['cold'] / r['cold'],
                       f'torch_{plat}_step_psnr_db': psnr(t['step'], r['step']),
                       f'torch_{plat}_dream_psnr_db': psnr(t['dream'], r['dream'])})
-    return '\n'.join(f'{k}={v:.3f}' for k, v in pairs.items())
+    return '\n'.join(f'{k}={v}' if isinstance(v, str) else f'{k}={v:.3f}' for k, v in pairs.items())
 
 
 def main():

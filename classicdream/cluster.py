@@ -10,6 +10,10 @@ machine that started it. Ray is imported only when a cluster is asked for.
 """
 import logging
 import os
+import secrets
+import sys
+import threading
+import time
 import warnings
 from collections import deque
 from itertools import chain
@@ -17,6 +21,47 @@ from itertools import chain
 SETTINGS = ('CLASSICDREAM_JAX_CACHE', 'CLASSICDREAM_MODELS', 'CLASSICDREAM_MIRROR')
 DEPTH = 2       # tasks queued per worker: the next one's input is already on its way while one runs
 RESTARTS = 3    # times a worker that dies is replaced, per worker and run
+# Ray Client gives up on a ray:// head after about 35 s (3 tries, 5 s backing off), while the head starts a
+# server process of its own for each new client: on a loaded machine that can take longer. Tries within:
+CLIENT_DEADLINE = 180
+
+
+class RayQuiet:
+    """While a cluster is in use, what Ray's own threads print on stdout goes to stderr.
+
+    Ray prints its notices ("(raylet) ... node ... marked dead", a worker's death, a client's log stream)
+    with print() on sys.stdout, from threads of its own, whatever log_to_driver says; stdout is the
+    command's: the paths of its results. Writes from the thread that made the cluster stay on stdout."""
+
+    def __init__(self, stdout):
+        self.stdout, self.owner = stdout, threading.current_thread()
+
+    def write(self, text):
+        return (self.stdout if threading.current_thread() is self.owner else sys.stderr).write(text)
+
+    def flush(self):
+        self.stdout.flush()
+        sys.stderr.flush()
+
+    def __getattr__(self, name):
+        return getattr(self.stdout, name)
+
+
+def own_token(address, environ=os.environ):
+    """Ray 2.5x+ turns token authentication on for a cluster that ray.init starts, and with no token set
+    writes one to ~/.ray/auth_token: a file every later `ray start` of the user then adopts (a head takes
+    it up, and a node that joins without it is refused). A local cluster of ours gets a token of its own
+    in this process's environment instead (its workers inherit it), unless the user set Ray's
+    authentication themselves. Joining a cluster (auto, ray://) uses the user's settings as they are."""
+    if address != 'local' or any(k in environ for k in ('RAY_AUTH_MODE', 'RAY_AUTH_TOKEN', 'RAY_AUTH_TOKEN_PATH')):
+        return
+    environ.update(RAY_AUTH_MODE='token', RAY_AUTH_TOKEN=secrets.token_hex(16))
+    try:        # Ray read its settings when it was imported: have it read them again, as ray.init itself does
+        from ray._raylet import AuthenticationTokenLoader, Config
+        Config.initialize('')
+        AuthenticationTokenLoader.instance().reset_cache()
+    except (ImportError, AttributeError):       # a Ray before token authentication
+        pass
 
 
 class Worker:
@@ -57,18 +102,39 @@ class Cluster:
         self.ray = ray
         options = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
         local = dict(address='local', num_cpus=os.cpu_count()) if address == 'local' else dict(address=address)
+        own_token(address)
+        self._stdout, sys.stdout = sys.stdout, RayQuiet(sys.stdout)
         try:
-            with warnings.catch_warnings():     # JAX warns at any fork; Ray starts its processes by fork+exec
-                warnings.filterwarnings('ignore', 'os.fork', RuntimeWarning)
-                ray.init(**local, **options)
-        except (ConnectionError, RuntimeError, ValueError) as e:
-            raise ValueError(f'--cluster={address}: cannot start or reach Ray ({" ".join(str(e).split())})') from None
-        try:
+            self._init(ray, address, local, options)
             self.workers = self._start(tool, workers)
             self.size = len(self.workers)
         except BaseException:
-            ray.shutdown()
+            self._close()
             raise
+
+    def _init(self, ray, address, local, options):
+        deadline = time.monotonic() + CLIENT_DEADLINE
+        while True:
+            try:
+                with warnings.catch_warnings():     # JAX warns at any fork; Ray starts its processes by fork+exec
+                    warnings.filterwarnings('ignore', 'os.fork', RuntimeWarning)
+                    warnings.filterwarnings('ignore', 'Ray Client connection timed out')
+                    ray.init(**local, **options)
+                return
+            except ConnectionError as e:
+                if not address.startswith('ray://') or time.monotonic() > deadline:
+                    raise ValueError(f'--cluster={address}: cannot start or reach Ray ({" ".join(str(e).split())})') \
+                        from None
+            except (RuntimeError, ValueError) as e:
+                raise ValueError(f'--cluster={address}: cannot start or reach Ray ({" ".join(str(e).split())})') \
+                    from None
+
+    def _close(self):
+        try:
+            self.ray.shutdown()
+        finally:
+            if isinstance(sys.stdout, RayQuiet):
+                sys.stdout = self._stdout
 
     def _start(self, tool, workers):
         ray = self.ray
@@ -170,7 +236,7 @@ class Cluster:
         return self
 
     def __exit__(self, *exc):
-        self.ray.shutdown()
+        self._close()
 
 
 def runner(cluster, tool, workers=None):

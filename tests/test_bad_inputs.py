@@ -97,13 +97,13 @@ def test_bad_input(capsys, tmp_path, monkeypatch, photo, files, argv, env, statu
     assert sorted(map(str, Path().rglob('*'))) == listing              # nothing written, nothing left behind
 
 
-def _dream(*argv, env=None, limit=None):
+def _dream(*argv, env=None, limit=None, cwd=None):
     """classicdream in a new process; `limit` caps the size of any file it writes (RLIMIT_FSIZE), which
     fails a write exactly as a full disk does, only with EFBIG for ENOSPC."""
     start = (f'import resource; resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit})); ' if limit else '') + \
         'import sys; from classicdream.cli import main; main(sys.argv[1:])'
     return subprocess.run([sys.executable, '-c', start, *map(str, argv)], capture_output=True, text=True,
-                          env=dict(os.environ, **(env or {})))
+                          env=dict(os.environ, **(env or {})), cwd=cwd)
 
 
 def test_output_on_a_full_file_system_keeps_the_earlier_result(tmp_path, photo):
@@ -139,21 +139,28 @@ def test_damaged_model_is_rebuilt_and_the_user_told(tmp_path, photo, shared):
     assert (models / ONNX_NAME).read_bytes() == (models_dir() / ONNX_NAME).read_bytes()
 
 
-def test_damaged_compile_cache_entries_are_ignored_and_rebuilt(tmp_path, photo):
-    """The compiled programs kept under $CLASSICDREAM_JAX_CACHE, each damaged in one of three ways."""
-    cache = tmp_path / 'jax'
-    env = {'CLASSICDREAM_JAX_CACHE': str(cache)}
-    first = _dream('dream', photo, f'--out={tmp_path / "1.jpg"}', *FAST, env=env)
+def test_damaged_compile_cache_entries_are_ignored_and_rebuilt(tmp_path, photo, shared):
+    """The compiled programs kept under $CLASSICDREAM_JAX_CACHE, each damaged in one of three ways.
+
+    Both processes run one frozen copy of the package: an entry's name digests classicdream's source, so
+    an edit to the checkout between them (a developer at work while the suite runs) would key every
+    program anew, and the second run would leave the damaged entries alone, as stale, not rebuild them."""
+    cache, frozen = tmp_path / 'jax', tmp_path / 'frozen'
+    shutil.copytree(ROOT / 'classicdream', frozen / 'classicdream', ignore=shutil.ignore_patterns('__pycache__'))
+    env = {'CLASSICDREAM_JAX_CACHE': str(cache), 'PYTHONPATH': str(frozen), 'CLASSICDREAM_MODELS': str(models_dir()),
+           'CLASSICDREAM_MIRROR': str(shared / 'models')}
+    first = _dream('dream', photo, f'--out={tmp_path / "1.jpg"}', *FAST, env=env, cwd=tmp_path)
     entries = sorted(cache.rglob('*.xla'))
-    assert first.returncode == 0 and entries
+    assert first.returncode == 0 and entries, first.stderr
     damaged = {}
     for i, entry in enumerate(entries):                 # a write killed at once, cut short, garbage
         damaged[entry] = [b'', entry.read_bytes()[:len(entry.read_bytes()) // 2], os.urandom(5000)][i % 3]
         entry.write_bytes(damaged[entry])
-    again = _dream('dream', photo, f'--out={tmp_path / "2.jpg"}', *FAST, env=env)
+    again = _dream('dream', photo, f'--out={tmp_path / "2.jpg"}', *FAST, env=env, cwd=tmp_path)
     assert again.returncode == 0 and again.stderr == '', again.stderr
     assert (tmp_path / '2.jpg').read_bytes() == (tmp_path / '1.jpg').read_bytes()
-    assert all(entry.exists() and entry.read_bytes() != damage for entry, damage in damaged.items())   # anew
+    assert sorted(cache.rglob('*.xla')) == entries                      # the same programs, under the same keys
+    assert all(entry.read_bytes() != damage for entry, damage in damaged.items())   # each one written anew
 
 
 NAMES = ['Bob\'s "photo" $HOME $(touch pwned) ünï.jpg', '`touch pwned` 日本語 写真.jpg']

@@ -1,13 +1,16 @@
 """Compiled programs: kept on disk for the next process, which loads them without tracing; a damaged
 file is rebuilt, never a crash; a program is built once however many ask for it."""
 import os
+import shutil
 import subprocess
 import sys
 import threading
 
 import numpy as np
 
+from classicdream.models import models_dir
 from classicdream.programs import Program, program
+from conftest import ROOT
 
 # A dream in a child process. With NO_TRACE set, tracing or lowering any program fails the child:
 # everything must come from the executables the first process left.
@@ -16,6 +19,7 @@ import os, sys
 import numpy as np
 import classicdream
 from classicdream.programs import Program
+assert classicdream.__file__.startswith(os.environ['PYTHONPATH']), classicdream.__file__     # the frozen copy
 if os.environ.get('NO_TRACE'):
     def refuse(self, *args, **statics):
         raise SystemExit(f'traced {self.__name__} again')
@@ -27,8 +31,15 @@ np.save(sys.argv[2], classicdream.deepdream(net, img, iter_n=2, octave_n=2, seed
 
 
 def dream_in_child(tmp_path, image, name, **env):
-    env = dict(os.environ, CLASSICDREAM_JAX_CACHE=str(tmp_path / 'cache'), **env)
-    proc = subprocess.run([sys.executable, '-c', CHILD, str(image), str(tmp_path / name)], env=env,
+    """The child runs a copy of the package frozen at its first call, in tmp_path/frozen: an executable's
+    key digests classicdream's source, so an edit to the checkout while the test runs (a developer at work
+    beside the suite) would key every program anew in the next child, which must then trace them all."""
+    frozen = tmp_path / 'frozen'
+    if not frozen.exists():
+        shutil.copytree(ROOT / 'classicdream', frozen / 'classicdream', ignore=shutil.ignore_patterns('__pycache__'))
+    env = dict(os.environ, CLASSICDREAM_JAX_CACHE=str(tmp_path / 'cache'), PYTHONPATH=str(frozen),
+               CLASSICDREAM_MODELS=str(models_dir()), **env)
+    proc = subprocess.run([sys.executable, '-c', CHILD, str(image), str(tmp_path / name)], env=env, cwd=tmp_path,
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return np.load(tmp_path / name)

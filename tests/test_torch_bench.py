@@ -5,6 +5,7 @@ objective's gradient against Caffe's, a seeded one-step dream against Caffe's on
 against classicdream's own. Then its rows in the benchmark are the same computation as the others'.
 """
 import importlib.util
+import os
 
 import numpy as np
 import pytest
@@ -117,3 +118,52 @@ def test_two_octave_steps_are_classicdreams(net, torch_net, sky):
     theirs = deepdream(net, crop, iter_n=2, octave_n=2, seed=0)
     print(f'torch vs classicdream, 2 octaves x 2 steps: PSNR {psnr(ours, theirs):.1f} dB')
     assert psnr(ours, theirs) >= 60
+
+
+def _load_bench():
+    spec = importlib.util.spec_from_file_location('bench_main', ROOT / 'bench' / 'bench.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+AVX512 = {'sse3', 'avx', 'avx2', 'fma', 'avx512f', 'avx512cd', 'avx512bw', 'avx512dq', 'avx512vl'}
+
+
+@pytest.mark.parametrize('environment, picked, flags, setting, core', [
+    (None, 'Prescott', AVX512, 'SkylakeX', 'SkylakeX'),              # an AVX-512 CPU OpenBLAS 0.3.21 does not know
+    (None, 'Prescott', {'sse3', 'avx', 'avx2', 'fma'}, 'Haswell', 'Haswell'),
+    (None, 'Prescott', {'sse3', 'avx'}, None, 'Prescott'),           # nothing better to give it
+    (None, 'Cooperlake', AVX512, None, 'Cooperlake'),                # its own pick is a real one: kept
+    (None, 'Zen', AVX512, None, 'Zen'),
+    ('Prescott', 'Prescott', AVX512, None, 'Prescott'),              # the environment's, never overridden
+])
+def test_caffe_gets_the_blas_kernels_its_cpu_supports(monkeypatch, environment, picked, flags, setting, core):
+    """make bench runs Caffe on the OpenBLAS core its CPU supports where OpenBLAS fell back to generic
+    kernels, keeps a core the environment sets, and says which (the caffe_openblas_core= line)."""
+    bench = _load_bench()
+    monkeypatch.delenv('OPENBLAS_CORETYPE', raising=False)
+    if environment:
+        monkeypatch.setenv('OPENBLAS_CORETYPE', environment)
+    probes = []
+
+    def probe(env):
+        probes.append(env.get('OPENBLAS_CORETYPE'))
+        return env.get('OPENBLAS_CORETYPE') or os.environ.get('OPENBLAS_CORETYPE') or picked
+    monkeypatch.setattr(bench, 'openblas_core', probe)
+    monkeypatch.setattr(bench, 'cpu_flags', lambda: flags)
+    env, blas = bench.caffe_blas({})
+    assert env == ({'OPENBLAS_CORETYPE': setting} if setting else {})
+    assert blas['core'] == core
+    assert ('set by the environment' in blas['how']) == bool(environment)
+    if setting:
+        assert probes == [None, setting] and f'picked {picked}' in blas['how']
+
+
+def test_a_core_openblas_refuses_is_not_claimed(monkeypatch):
+    bench = _load_bench()
+    monkeypatch.delenv('OPENBLAS_CORETYPE', raising=False)
+    monkeypatch.setattr(bench, 'openblas_core', lambda env: 'Prescott')
+    monkeypatch.setattr(bench, 'cpu_flags', lambda: AVX512)
+    env, blas = bench.caffe_blas({})
+    assert env == {} and blas['core'] == 'Prescott' and 'gave Prescott' in blas['how']

@@ -7,9 +7,9 @@ runs it once to warm up and once under jax.profiler with XLA:CPU's per-thunk tra
 the time per step by kind of operation (XLA's fusion names: ynn_fusion is the convolution library), then
 the slowest single operations with their output shapes.
 
-    python bench/profile.py                      # the sky's top octave
-    python bench/profile.py --height=294 --width=522 --top=20
-    python bench/profile.py --exact              # unpadded: what running in a bucket costs beside it
+    python bench/step_profile.py                 # the sky's top octave
+    python bench/step_profile.py --height=294 --width=522 --top=20
+    python bench/step_profile.py --exact         # unpadded: what running in a bucket costs beside it
 
 Times are per step, averaged over `steps`; the machine is shared, so compare runs made one after another.
 """
