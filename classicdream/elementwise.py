@@ -137,7 +137,7 @@ NARY = {
     'Sub': lambda m, node, a, b: a - b,
     'Mul': lambda m, node, a, b: a * b,
     'Div': lambda m, node, a, b: _integer_divide(m, a, b) if _integers(a, b) else a / b,
-    'Pow': lambda m, node, a, b: a ** b,
+    'Pow': lambda m, node, a, b: (a ** b).astype(a.dtype) if _integers(a) else a ** b,   # the base's type
     'Mod': lambda m, node, a, b: m.fmod(a, b) if attr(node, 'fmod', 0) else m.mod(a, b),
     'PRelu': lambda m, node, x, slope: m.where(x > 0, x, slope * x),
     'Max': _fold(lambda m, a, b: m.maximum(a, b)),

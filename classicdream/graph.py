@@ -211,12 +211,13 @@ def run(model, inputs):
     tests run classicdream through this)."""
     constants = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
     _, nodes, params, unsupported = read_nodes(model, constants)
-    values = {name: Laid(jnp.asarray(p)) for name, p in params.items()}
+    values = {name: Laid(np.asarray(p)) for name, p in params.items()}
     values.update((name, Laid(np.asarray(x) if np.asarray(x).dtype.kind not in 'f' else jnp.asarray(x)))
                   for name, x in inputs.items())
     values.update((name, Laid(c)) for name, c in constants.items() if name not in values)
+    wanted = {o.name for o in model.graph.output} | {i for n in nodes for i in n.inputs if isinstance(i, str)}
     for node in nodes:
-        missing = [o for o in node.outputs if o in unsupported]
+        missing = [o for o in node.outputs if o in unsupported and o in wanted]
         if missing:
             raise Unsupported(unsupported[missing[0]])
         outs = apply(node, [None if i is None else Laid(i.array) if isinstance(i, ops.Const) else values[i]

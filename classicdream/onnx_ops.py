@@ -51,13 +51,15 @@ def _normalized_axes(node, ndim=4):
     return range(attr(node, 'axis', -1) % ndim, ndim)
 
 
-@register('LayerNormalization', border=_off_the_image(_normalized_axes), spatial=_unknown)
+@register('LayerNormalization', border=_off_the_image(_normalized_axes), spatial=_unknown, outputs=3)
 def _layer_norm(node, x, scale, bias=None):
+    """Y, and the Mean and InvStdDev that ONNX lets a graph read too."""
     axes = tuple(_normalized_axes(node, np.ndim(x)))
     mean = jnp.mean(x, axis=axes, keepdims=True)
     var = jnp.mean(jnp.square(x - mean), axis=axes, keepdims=True)
-    y = (x - mean) * jax.lax.rsqrt(var + attr(node, 'epsilon', 1e-5)) * scale
-    return y if bias is None else y + bias
+    inverse = jax.lax.rsqrt(var + attr(node, 'epsilon', 1e-5))
+    y = (x - mean) * inverse * scale
+    return (y if bias is None else y + bias), mean, inverse
 
 
 # ---------------------------------------------------------------- softmax and reductions
@@ -111,11 +113,22 @@ def _reduction(fn):
     return op
 
 
+def _lowest(x):
+    """The maximum of no values: -inf (the lowest integer, False), as ONNX's empty reductions give."""
+    kind = np.dtype(x.dtype)
+    return False if kind == bool else -np.inf if kind.kind == 'f' else np.iinfo(kind).min
+
+
+def _highest(x):
+    kind = np.dtype(x.dtype)
+    return True if kind == bool else np.inf if kind.kind == 'f' else np.iinfo(kind).max
+
+
 REDUCTIONS = {
     'ReduceMean': lambda m, x, axes, keep: m.mean(x, axis=axes, keepdims=keep),
     'ReduceSum': lambda m, x, axes, keep: m.sum(x, axis=axes, keepdims=keep),
-    'ReduceMax': lambda m, x, axes, keep: m.max(x, axis=axes, keepdims=keep),
-    'ReduceMin': lambda m, x, axes, keep: m.min(x, axis=axes, keepdims=keep),
+    'ReduceMax': lambda m, x, axes, keep: m.max(x, axis=axes, keepdims=keep, initial=_lowest(x)),
+    'ReduceMin': lambda m, x, axes, keep: m.min(x, axis=axes, keepdims=keep, initial=_highest(x)),
     'ReduceProd': lambda m, x, axes, keep: m.prod(x, axis=axes, keepdims=keep),
     'ReduceL1': lambda m, x, axes, keep: m.sum(m.abs(x), axis=axes, keepdims=keep),
     'ReduceL2': lambda m, x, axes, keep: m.sqrt(m.sum(x * x, axis=axes, keepdims=keep)),
@@ -184,7 +197,7 @@ def _source_coordinates(mode, out, size, scale, roi=(0.0, 1.0)):
     i = np.arange(out, dtype=np.float64)
     if mode == 'asymmetric':
         return i / scale
-    if mode == 'align_corners':
+    if mode == 'align_corners':          # by the output's own length, as onnxruntime and PyTorch map it
         return i * (size - 1) / (out - 1) if out > 1 else np.zeros(out)
     if mode == 'pytorch_half_pixel':
         return (i + 0.5) / scale - 0.5 if out > 1 else np.zeros(out)

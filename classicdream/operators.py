@@ -158,10 +158,14 @@ def apply(node, inputs, keep_images=False, extent=None):
     args = [None] * len(inputs)
     for i in op.static:
         if i < len(inputs) and inputs[i] is not None:
-            if not is_static(inputs[i].array):
-                raise Unsupported(f'{node}: its input {i + 1} is computed from the image, and must be known '
-                                  f'before it (a shape, axes, pads or scales)')
-            args[i] = inputs[i].array
+            value = inputs[i].array
+            if not is_static(value):
+                import jax
+                if isinstance(value, jax.core.Tracer):
+                    raise Unsupported(f'{node}: its input {i + 1} is computed from the image, and must be known '
+                                      f'before it (a shape, axes, pads or scales)')
+                value = np.asarray(materialize(inputs[i]))        # a concrete array (graph.run, eager)
+            args[i] = value
     perm = None
     if op.layout == 'transpose':
         value = inputs[0]

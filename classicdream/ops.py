@@ -75,14 +75,16 @@ def to_nchw(x):
 
 def pooled_size(size, kernel, stride, pad, ceil_mode, pad_high=None):
     """Caffe's pooled size (and ONNX's, PyTorch's): ceil-rounded, less a last window that would start in
-    the padding; `pad_high` where the padding is not the same on both sides.
+    the padding or beyond the input (Caffe checks that only where it pads: without padding a kernel at
+    least as large as its stride, as in every Caffe net, never starts one there); `pad_high` where the
+    padding is not the same on both sides.
 
     Plain arithmetic, so `size` may be a traced integer (a true extent inside a padded bucket)."""
     pad_high = pad if pad_high is None else pad_high
     if not ceil_mode:
         return (size + pad + pad_high - kernel) // stride + 1
     out = -(-(size + pad + pad_high - kernel) // stride) + 1
-    return out - ((pad > 0) & ((out - 1) * stride >= size + pad))
+    return out - ((out - 1) * stride >= size + pad)
 
 
 def _pool_geometry(size, kernel, stride, pad, pad_high, ceil_mode):
