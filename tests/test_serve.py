@@ -297,10 +297,9 @@ def test_the_page_dreams_with_another_onnx_model(shared, tmp_path, capsys):
         proc.terminate()
         proc.wait(30)
     assert status.startswith('Done') and recipe['model'] == 'tiny_resnet.onnx'
-    from classicdream.atlas import atlas_layers
     from classicdream.graph import Net
-    first = atlas_layers(Net(str(model)))[0]
-    assert recipe['end'] == first                            # the model's first ReLU stands for the default
+    first = Net(str(model)).default_end
+    assert recipe['end'] == first                            # the model's own default layer, as the CLI's
     assert Path(path).read_bytes() == _cli_dream(capsys, tmp_path, flowers, f'--model={model}', f'--end={first}',
                                                  '--iter_n=1', '--octave_n=2')
 
