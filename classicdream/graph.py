@@ -73,8 +73,7 @@ def evaluate(nodes, params, data, end, extent=None):
     for node in needed:
         if node.output in values:                       # the input, or computed with its siblings
             continue
-        inputs = [None if i is None else Laid(i.array) if isinstance(i, ops.Const) else values[i]
-                  for i in node.inputs]
+        inputs = operands(node, values)
         if node.output in siblings:                     # pointwise: no border, the input's extent
             group = siblings[node.output]
             x = laid_as(inputs[0], NHWC, extent is not None)
@@ -96,6 +95,11 @@ def evaluate(nodes, params, data, end, extent=None):
             value = value._replace(array=_outside(value.array, extents[e], 0.0))
         ends.append(materialize(value))
     return tuple(ends) if isinstance(end, tuple) else ends[0]
+
+
+def operands(node, values):
+    """A node's inputs as Laid values: its Consts, the values computed so far, None for absent ones."""
+    return [None if i is None else Laid(i.array) if isinstance(i, ops.Const) else values[i] for i in node.inputs]
 
 
 def _bias(node, params):
@@ -220,8 +224,7 @@ def run(model, inputs):
         missing = [o for o in node.outputs if o in unsupported and o in wanted]
         if missing:
             raise Unsupported(unsupported[missing[0]])
-        outs = apply(node, [None if i is None else Laid(i.array) if isinstance(i, ops.Const) else values[i]
-                            for i in node.inputs])
+        outs = apply(node, operands(node, values))
         values.update(zip(node.outputs, outs))
     return [np.asarray(materialize(values[o.name])) for o in model.graph.output]
 
@@ -438,8 +441,7 @@ class Net:
                     found.update((o, why) for o in node.outputs if o not in found)
                     continue
                 try:
-                    outs = apply(node, [None if i is None else Laid(i.array) if isinstance(i, ops.Const)
-                                        else values[i] for i in node.inputs])
+                    outs = apply(node, operands(node, values))
                 except ValueError as e:
                     found.update((o, ' '.join(str(e).split())) for o in node.outputs)
                     continue
