@@ -306,6 +306,7 @@ def page(net, device, results, max_upload, model=None):
                                              height=300, elem_id='painted')
                     mask = gr.File(label='or upload a mask (white: dream, grey: partly, black: keep)',
                                    file_types=['image'], type='filepath', height=80, elem_id='mask')
+                    mask_status = gr.Markdown('', elem_id='mask_status')
                     mask_preview = gr.Image(label='What will dream', interactive=False, height=200,
                                             elem_id='mask_preview')
                     mask_made = gr.File(label='The mask, for classicdream dream --mask', interactive=False,
@@ -355,18 +356,19 @@ def page(net, device, results, max_upload, model=None):
         def show_mask(path, upload, strokes):
             """The input dimmed where it will not dream, and the mask as a file; a bad mask is one line."""
             if not path:
-                return None, None, gr.update()
+                return None, None, ''
             try:
                 found = p.mask(upload, strokes, path)
                 if found is None:
-                    return None, None, gr.update()
+                    return None, None, ''
                 img = load_image(path, Path(path).name)
                 weight = found[0].fitted(img.shape)[..., None]
             except (UserError, ValueError, OSError) as e:
                 return None, None, _line(e)
-            return _preview(img * (0.25 + 0.75 * weight)), found[1], gr.update()
-        for source in (painted.change, mask.change):
-            source(show_mask, [image, mask, painted], [mask_preview, mask_made, status], api_visibility='private')
+            return _preview(img * (0.25 + 0.75 * weight)), found[1], ''
+        for source in (painted.change, painted.input, mask.change):      # input: a stroke; change: a new input
+            source(show_mask, [image, mask, painted], [mask_preview, mask_made, mask_status], api_visibility='private',
+                   show_progress='hidden')
         sky.click(lambda: str(SKY), None, image, api_visibility='private')
 
         def pick_layer(evt: gr.SelectData):
