@@ -46,6 +46,8 @@ Options (the notebook's defaults):
   --seed=0      the notebook's np.random.seed; --seed=random picks one and records it in the output
   --colors=original   keep the input's colours (its chroma, the dream's luminance); =histogram matches
                 each colour channel's histogram to the input's (not for visualize)
+  --mask=PATH   dream only where the mask image is light (white: fully, grey: partly, black: not);
+                scaled to the image, whose aspect ratio it must have
   --lapnorm=4   normalise each step's gradient over a Laplacian pyramid of 4 levels, as TensorFlow's
                 deepdream tutorial does: smoother, larger patterns (0: the notebook's step)
   --model=PATH.onnx   dream with another ONNX CNN (torch.onnx, tf2onnx, the ONNX model zoo): see
@@ -72,12 +74,12 @@ class Commands:
     classicdream convert DEPLOY WEIGHTS OUT            convert any Caffe net to ONNX
     """
 
-    @_paths('img', 'out', 'outdir', 'model')
+    @_paths('img', 'out', 'outdir', 'model', 'mask')
     def dream(self, img=None, out=None, outdir=None, end=None, channel=None, noise=None, tile=None,
-              colors=None, lapnorm=0, model=None, preprocess=None, cluster=None, workers=None, iter_n=10,
+              colors=None, lapnorm=0, model=None, preprocess=None, mask=None, cluster=None, workers=None, iter_n=10,
               octave_n=4, octave_scale=1.4, step_size=1.5, jitter=32, clip=True, seed=0, quiet=False):
         d = Dreamer(end, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, quiet, channel, tile, colors,
-                    lapnorm, model, preprocess)
+                    lapnorm, model, preprocess, mask)
         cluster, workers = _cluster_options(cluster, workers)
         if noise is not None and img is not None:
             raise UserError('give an image or --noise=WxH, not both')
@@ -104,13 +106,13 @@ class Commands:
         save_image(out, d.finished(result, base), d.recipe(command='dream', input=name))
         print(out)
 
-    @_paths('img', 'guide', 'out', 'model')
+    @_paths('img', 'guide', 'out', 'model', 'mask')
     def guide(self, img, guide, out=None, end=None, tile=None, colors=None, lapnorm=0, model=None,
-              preprocess=None, iter_n=10, octave_n=4, octave_scale=1.4, step_size=1.5, jitter=32, clip=True, seed=0,
-              quiet=False):
+              preprocess=None, mask=None, iter_n=10, octave_n=4, octave_scale=1.4, step_size=1.5, jitter=32, clip=True,
+              seed=0, quiet=False):
         end = GUIDE_END if end is None and model is None else end      # the notebook's guide layer
         d = Dreamer(end, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, quiet, tile=tile,
-                    colors=colors, lapnorm=lapnorm, model=model, preprocess=preprocess)
+                    colors=colors, lapnorm=lapnorm, model=model, preprocess=preprocess, mask=mask)
         if d.weights:
             raise UserError('guide dreams at one --end layer')
         base, guide_img = load_image(img), load_image(guide)
@@ -163,12 +165,12 @@ class Commands:
                    d.recipe(command='visualize', input=name, class_index=index, class_name=label))
         print(out)
 
-    @_paths('img', 'outdir', 'mp4', 'gif', 'model')
+    @_paths('img', 'outdir', 'mp4', 'gif', 'model', 'mask')
     def zoom(self, img, frames, scale=0.05, outdir=None, mp4=None, gif=None, fps=25, end=None, colors=None,
-             lapnorm=0, model=None, preprocess=None, iter_n=10, octave_n=4, octave_scale=1.4, step_size=1.5,
-             jitter=32, clip=True, seed=0, quiet=False):
+             lapnorm=0, model=None, preprocess=None, mask=None, iter_n=10, octave_n=4, octave_scale=1.4,
+             step_size=1.5, jitter=32, clip=True, seed=0, quiet=False):
         d = Dreamer(end, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, quiet, colors=colors,
-                    lapnorm=lapnorm, model=model, preprocess=preprocess)
+                    lapnorm=lapnorm, model=model, preprocess=preprocess, mask=mask)
         from .zoom import zoom, zoom_options
         frames, scale, fps = zoom_options(frames, scale, fps)
         if mp4 is not None:
@@ -188,16 +190,16 @@ class Commands:
             from .video import write_gif
             print(write_gif(paths, gif, fps, recipe))
 
-    @_paths('src', 'out', 'outdir', 'model')
+    @_paths('src', 'out', 'outdir', 'model', 'mask')
     def video(self, src, out=None, outdir=None, blend=0.0, flow=False, start=0, stop=None, fps=None, gif=False,
               cluster=None, workers=None, end=None, channel=None, tile=None, colors=None, lapnorm=0,
-              model=None, preprocess=None, iter_n=10, octave_n=4, octave_scale=1.4, step_size=1.5, jitter=32,
-              clip=True, seed=0, quiet=False):
+              model=None, preprocess=None, mask=None, iter_n=10, octave_n=4, octave_scale=1.4, step_size=1.5,
+              jitter=32, clip=True, seed=0, quiet=False):
         from .clip import dream_clip
         from .cluster import runner
         from .video import open_clip, write_mp4
         d = Dreamer(end, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, quiet, channel, tile, colors,
-                    lapnorm, model, preprocess)
+                    lapnorm, model, preprocess, mask)
         cluster, workers = _cluster_options(cluster, workers)
         blend = number('blend', blend, float, 0, allow_equal=True)
         if blend >= 1:

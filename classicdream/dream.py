@@ -104,7 +104,7 @@ def _guide_diff(guide_features, dst):
     return y[:, A.argmax(1)].reshape(dst.shape)      # select the ones that match best
 
 
-def make_step(gradient, src, shift, *, step_size=1.5, clip=True, extent=None, lapnorm=0, prep=CAFFE):
+def make_step(gradient, src, shift, *, step_size=1.5, clip=True, extent=None, lapnorm=0, prep=CAFFE, mask=None):
     """Basic gradient ascent step, on the (3, H, W) input `src`; `shift` is the step's jitter (ox, oy).
 
     `gradient(src)` is the notebook's net.forward(end) + objective + net.backward(start=end), returning
@@ -112,15 +112,21 @@ def make_step(gradient, src, shift, *, step_size=1.5, clip=True, extent=None, la
     `extent` (h, w), `src` is padded to a bucket: the roll and the mean see only its true h x w pixels.
     `lapnorm` (levels; 0: the notebook's step) first normalises the gradient's frequency bands (lapnorm.py).
     Another net's input (`prep`) is clipped to its own range, and the step stays in pixel levels.
+    A `mask` (1, H, W) on 0..1, rolled with the jitter as the image is, weighs the gradient pixel by pixel,
+    and the step is normalised over the masked pixels alone, so a small region dreams as strongly as a
+    whole image would; an all-white mask is the notebook's step exactly.
     """
     ox, oy = shift[0], shift[1]
     src = roll(src, ox, oy, extent)                                # apply jitter shift
     g = gradient(src)
     if lapnorm:
         g = lap_normalize(g, lapnorm)
+    if mask is not None:
+        mask = roll(mask, ox, oy, extent)
+        g = g * mask
     if not prep.unit:
         step_size = step_size / np.float32(np.mean(prep.std))
-    src = src + step_size / mean_abs(g, extent) * g                # normalized ascent step
+    src = src + step_size / mean_abs(g, extent, mask) * g          # normalized ascent step
     src = roll(src, -ox, -oy, extent)                              # unshift image
     if clip:
         bias = jnp.asarray(prep.mean_chw)
@@ -141,30 +147,36 @@ def roll(x, ox, oy, extent=None):
     return x
 
 
-def mean_abs(g, extent=None):
-    """np.abs(g).mean(), over the true extent of a padded g (zero beyond it).
+def mean_abs(g, extent=None, mask=None):
+    """np.abs(g).mean(), over the true extent of a padded g (zero beyond it); over the pixels of a
+    `mask` (1, H, W), each counted by its weight, where given.
 
     Summed in float64: then the float32 result does not depend on how XLA orders the sum for the
-    array's shape, so a bucket gives the step that the exact size gives, to the bit."""
-    count = g.size if extent is None else g.shape[0] * extent[0] * extent[1]
+    array's shape, so a bucket gives the step that the exact size gives, to the bit (and an all-white
+    mask counts exactly the pixels that no mask does)."""
     with jax.enable_x64(True):
+        if mask is not None:
+            count = g.shape[0] * mask.astype(jnp.float64).sum()
+        else:
+            count = g.size if extent is None else g.shape[0] * extent[0] * extent[1]
         return (jnp.abs(g).astype(jnp.float64).sum() / count).astype(jnp.float32)
 
 
 @program(static_argnames=('nodes', 'end', 'clip', 'lapnorm', 'prep'))
-def octave_steps(params, src, shifts, objective, step_size, extent, *, nodes, end, clip, lapnorm=0, prep=CAFFE):
+def octave_steps(params, src, shifts, objective, step_size, extent, mask=None, *, nodes, end, clip, lapnorm=0,
+                 prep=CAFFE):
     """All iter_n steps of one octave in one device call: a scan of make_step over the jitter shifts.
 
     The scan stays rolled, so one step is traced and compiled whatever iter_n is; the net's convolutions
     are written in the form XLA:CPU runs fast inside a loop (ops.conv_nhwc). `extent` is None for an
-    unpadded src, else its true (h, w) inside the bucket.
+    unpadded src, else its true (h, w) inside the bucket. `mask` is this octave's (make_step), or None.
     """
     def gradient(x):
         return backward(nodes, params, x[None], end, objective, extent)[0]
 
     def step(x, shift):
         return make_step(gradient, x, shift, step_size=step_size, clip=clip, extent=extent, lapnorm=lapnorm,
-                         prep=prep), None
+                         prep=prep, mask=mask), None
     return jax.lax.scan(step, src, shifts)[0]
 
 
@@ -258,7 +270,8 @@ def check_octaves(net, shape, octave_n, octave_scale, end):
 
 
 def deepdream(net, base_img, iter_n=10, octave_n=4, octave_scale=1.4, end=DEFAULT_END, clip=True, seed=0,
-              objective=objective_L2, progress=None, tile=None, lapnorm=0, preprocessing=CAFFE, **step_params):
+              objective=objective_L2, progress=None, tile=None, lapnorm=0, preprocessing=CAFFE, mask=None,
+              **step_params):
     """The notebook's deepdream(): octaves, detail carried between them, iter_n steps per octave.
 
     Returns the float HWC RGB image, as the notebook did. `seed` is an int (the notebook's
@@ -271,6 +284,8 @@ def deepdream(net, base_img, iter_n=10, octave_n=4, octave_scale=1.4, end=DEFAUL
     octave it covers runs exactly as untiled. `lapnorm` (levels, 0: off) normalises each step's gradient
     with a Laplacian pyramid, as TensorFlow's deepdream tutorial does (lapnorm.py). `preprocessing` is
     how the net wants its input (Preprocessing: the notebook's Caffe mean, torchvision's or Keras').
+    `mask` (H, W) on 0..1 says where to dream (mask.py): it is resampled to each octave as the image is,
+    and weighs each step's gradient (make_step).
     """
     rng = random_state(seed)
     jitter = step_params.pop('jitter', 32)
@@ -284,11 +299,16 @@ def deepdream(net, base_img, iter_n=10, octave_n=4, octave_scale=1.4, end=DEFAUL
     prep = preprocessing
     sizes, shapes, tiled, padded, extents, steps = plan(net, np.shape(base_img), octave_n, octave_scale, end, clip,
                                                         tile, lapnorm, prep)
-    ask_ahead(net, shapes, extents, tiled, padded, iter_n, objective, steps)
+    ask_ahead(net, shapes, extents, tiled, padded, iter_n, objective, steps, mask is not None)
     # prepare base images for all octaves
     octaves = [preprocessed(pad(base_img, shapes[0]), prep=prep)]
     for i in range(octave_n - 1):
         octaves.append(zoomed(octaves[-1], extents[i], extents[i + 1], shape=shapes[i + 1]))
+    masks = [None] * octave_n
+    if mask is not None:                              # the mask's pyramid, as the image's
+        masks[0] = pad(mask, shapes[0])[None]
+        for i in range(octave_n - 1):
+            masks[i + 1] = zoomed(masks[i], extents[i], extents[i + 1], shape=shapes[i + 1])
     detail = np.zeros(octaves[-1].shape, np.float32)     # allocate image for network-produced details
     for octave, octave_base in enumerate(octaves[::-1]):
         i = octave_n - 1 - octave
@@ -303,10 +323,11 @@ def deepdream(net, base_img, iter_n=10, octave_n=4, octave_scale=1.4, end=DEFAUL
             for shift in shifts:                 # tile offsets come from the same stream, after the jitter
                 offset = (rng.randint(tile) if h > tile else 0, rng.randint(tile) if w > tile else 0)
                 src = make_step(tiled_gradient(net, tensor, objective, tile, offset), src, shift,
-                                step_size=np.float32(step_size), clip=clip, lapnorm=lapnorm, prep=prep)
+                                step_size=np.float32(step_size), clip=clip, lapnorm=lapnorm, prep=prep,
+                                mask=masks[i])
         else:
             src = octave_steps(net.params, src, shifts, objective, np.float32(step_size),
-                               extents[i] if padded else None, **steps)
+                               extents[i] if padded else None, masks[i], **steps)
         if progress:
             jax.block_until_ready(src)
             progress(octave, (h, w), lambda src=src, h=h, w=w: np.asarray(deprocessed(src, prep=prep))[:h, :w])
@@ -343,18 +364,20 @@ added = program()(_added)
 subtracted = program()(_subtracted)
 
 
-def ask_ahead(net, shapes, extents, tiled, padded, iter_n, objective, steps):
+def ask_ahead(net, shapes, extents, tiled, padded, iter_n, objective, steps, masked=False):
     """Have every program this dream runs built (or loaded) in the pool now, so building overlaps dreaming.
 
     They are asked for in the order the dream needs them, so the pool's threads take the first octave's
     step right after the few small programs before it (the pyramid's zooms), and the later octaves compile
     while the first ones dream."""
-    float_image = lambda shape: jax.ShapeDtypeStruct((3, *shape), jnp.float32)
+    float_image = lambda shape, channels=3: jax.ShapeDtypeStruct((channels, *shape), jnp.float32)
     extent = jax.ShapeDtypeStruct((2,), jnp.int32)
     prep = steps['prep']
     preprocessed.executable(jax.ShapeDtypeStruct((*shapes[0], 3), jnp.float32), prep=prep)
     for i in range(len(shapes) - 1):
         zoomed.executable(float_image(shapes[i]), extent, extent, shape=shapes[i + 1])
+        if masked:
+            zoomed.executable(float_image(shapes[i], 1), extent, extent, shape=shapes[i + 1])
     for i in reversed(range(len(shapes))):
         if i < len(shapes) - 1:
             zoomed.executable(float_image(shapes[i + 1]), extent, extent, shape=shapes[i])
@@ -362,7 +385,8 @@ def ask_ahead(net, shapes, extents, tiled, padded, iter_n, objective, steps):
         if not tiled[i]:
             octave_steps.executable(abstract(net.params), float_image(shapes[i]),
                                     jax.ShapeDtypeStruct((iter_n, 2), jnp.int32), objective,
-                                    jax.ShapeDtypeStruct((), jnp.float32), extent if padded else None, **steps)
+                                    jax.ShapeDtypeStruct((), jnp.float32), extent if padded else None,
+                                    float_image(shapes[i], 1) if masked else None, **steps)
         subtracted.executable(float_image(shapes[i]), float_image(shapes[i]))
     deprocessed.executable(float_image(shapes[0]), prep=prep)
 

@@ -15,6 +15,7 @@ from . import __version__, memory
 from .colors import CHOICES, recolored
 from .dream import CAFFE, DEFAULT_END, PREPROCESSINGS, check_octaves, check_tile, deepdream, for_display, random_state
 from .images import encode_image
+from .mask import Mask, load_mask
 from .objectives import check_channels, objective_channel, objective_weighted
 
 
@@ -136,7 +137,7 @@ class Dreamer:
     """The options of the commands that dream, checked; holds the net once it is loaded."""
 
     def __init__(self, end, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, quiet, channel=None,
-                 tile=None, colors=None, lapnorm=0, model=None, preprocess=None):
+                 tile=None, colors=None, lapnorm=0, model=None, preprocess=None, mask=None):
         self.channels = parse_channels(channel)
         self._end_given, self._end = end, None
         if model is None:             # the notebook's net: its layers' names hold neither ':' nor ','
@@ -160,6 +161,7 @@ class Dreamer:
         if preprocess is not None and str(preprocess) not in PREPROCESSINGS:
             raise UserError(f'--preprocess must be {", ".join(PREPROCESSINGS)}, got {preprocess!r}')
         self.preprocess = None if preprocess is None else str(preprocess)
+        self.mask = mask if mask is None or isinstance(mask, Mask) else load_mask(str(mask))   # read once, here
         self._net = None
 
     def __getstate__(self):
@@ -234,6 +236,8 @@ class Dreamer:
         records it); a --tile the user gave (--tile=0: never tile) that would not fit is refused, naming
         one that does.
         """
+        if self.mask:
+            self.mask.fitted(shape)              # a mask of another aspect ratio fails now, before any dreaming
         budget = memory.budget()
         need = memory.estimate(self.net, shape, self.octave_n, self.octave_scale, self.end, self.tile or None)
         if budget is None or need <= budget:
@@ -274,6 +278,8 @@ class Dreamer:
             options['model'] = Path(self.model).name
         if self.prep is not CAFFE:
             options['preprocess'] = self.prep.name
+        if self.mask:
+            options.update(self.mask.recipe())
         return dict(classicdream=__version__, end=self.end_spec, iter_n=self.iter_n, octave_n=self.octave_n,
                     octave_scale=self.octave_scale, step_size=self.step_size, jitter=self.jitter,
                     clip=self.clip, seed=self.seed, model_sha256=self.net.sha256, **options, **extra)
@@ -286,13 +292,15 @@ class Dreamer:
     def default_name(self, image, guide=None, ext='jpg'):
         """A result's file name from its input's: sky_inception_4c-output_s0.jpg, sky_guide-flowers_..."""
         guided = f'_guide-{slug(Path(str(guide)).stem)}' if guide is not None else ''
-        return f'{slug(Path(str(image)).stem)}{guided}_{self.name()}_s{self.seed}.{ext}'
+        masked = f'_mask-{slug(Path(self.mask.name).stem)}' if self.mask else ''
+        return f'{slug(Path(str(image)).stem)}{guided}_{self.name()}{masked}_s{self.seed}.{ext}'
 
     def dream(self, img, rng, objective=None, label='', on_octave=None):
         """deepdream with these options: a progress bar on stderr unless quiet, and `on_octave(octave,
         size, image)` after each octave (`image()` gives it, as the page's live view shows it), which
         may raise to stop the dream there. Running out of memory is a UserError."""
-        # deepdream checks this too; checking first keeps the error to one line, before a progress bar opens
+        # deepdream checks these too; checking first keeps the error to one line, before a progress bar opens
+        mask = self.mask.fitted(img.shape) if self.mask else None
         check_octaves(self.net, img.shape, self.octave_n, self.octave_scale, self.end)
         bar = None
         if not self.quiet:
@@ -311,7 +319,7 @@ class Dreamer:
             return deepdream(self.net, img, iter_n=self.iter_n, octave_n=self.octave_n,
                              octave_scale=self.octave_scale, end=self.end, clip=self.clip, seed=rng,
                              step_size=self.step_size, jitter=self.jitter, tile=self.tile or None, lapnorm=self.lapnorm,
-                             preprocessing=self.prep,
+                             preprocessing=self.prep, mask=mask,
                              progress=progress if bar or on_octave else None, **extra)
         except Exception as e:          # noqa: BLE001 -- XLA's error class has moved between jax versions
             if not memory.is_exhaustion(e):

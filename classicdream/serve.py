@@ -9,6 +9,8 @@ What a visitor sends is data, never a path: uploads arrive in Gradio's own cache
 under names the server makes, and a bad upload or option is one line on the page while the server goes on.
 Gradio is imported only here (`pip install 'classicdream[web]'`).
 """
+import hashlib
+import io
 import os
 import shutil
 import sys
@@ -24,6 +26,7 @@ from .zoom import zoom, zoom_options
 from .dreamer import Dreamer, UserError, flag, number, say_assumed_preprocessing, slug
 from .images import ImageError, load_image, recipe_or_none
 from .jobs import Cancelled, Device
+from .mask import load_mask
 
 DATA = Path(__file__).resolve().parent / 'data'
 SKY = DATA / 'sky1024px.jpg'                   # the notebook's own input
@@ -59,6 +62,19 @@ def _line(e):
     return f'classicdream: error: {text}'
 
 
+def painted_png(editor):
+    """What a visitor painted on the input in the page's image editor, as the PNG of a mask: white where any
+    brush stroke went (the layers' alpha), black elsewhere; None where nothing was painted."""
+    from PIL import Image
+    layers = [np.asarray(layer) for layer in ((editor or {}).get('layers') or []) if layer is not None]
+    alpha = [layer[..., 3] for layer in layers if layer.ndim == 3 and layer.shape[2] == 4]
+    if not alpha or not np.max(alpha):
+        return None
+    out = io.BytesIO()
+    Image.fromarray(np.uint8(np.max(alpha, axis=0))).save(out, 'PNG')
+    return out.getvalue()
+
+
 def _preview(img):
     """An input image as uint8 for the page, scaled down to fit PREVIEW_PIXELS."""
     from PIL import Image
@@ -76,21 +92,35 @@ class Page:
         self.default_end = net.default_end
 
     def dreamer(self, layer, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, channel, tile,
-                colors='dream', lapnorm=0):
+                colors='dream', lapnorm=0, mask=None):
         """The page's fields as a checked Dreamer on the page's net; empty channel and tile are unset, and
-        colors 'dream' are the dream's own."""
+        colors 'dream' are the dream's own. `mask` is a mask.Mask (Page.mask)."""
         blank = lambda v: v is None or str(v).strip() == ''              # noqa: E731
         d = Dreamer(layer if not blank(layer) else self.default_end, iter_n, octave_n, octave_scale, step_size,
                     jitter, clip, seed, True, None if blank(channel) else str(channel),
                     None if blank(tile) else tile, None if blank(colors) or colors == 'dream' else colors,
-                    0 if blank(lapnorm) else lapnorm, self.model)
+                    0 if blank(lapnorm) else lapnorm, self.model, mask=mask)
         return d.using(self.net)
 
-    def checked(self, image, notes, **options):
-        """A visitor's image and options, checked before anything queues: (Dreamer, image, its name)."""
+    def mask(self, upload, painted, image):
+        """The visitor's mask and its file: the mask image they uploaded, else what they painted on `image`,
+        saved as `{image}_mask.png` (the file `classicdream dream --mask` takes); None for neither."""
+        if upload:
+            return load_mask(upload, Path(upload).name), upload
+        png = painted_png(painted)
+        if png is None:
+            return None
+        path = self.results / f'mask-{hashlib.sha256(png).hexdigest()[:16]}' / f'{slug(Path(image).stem)}_mask.png'
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(png)
+        return load_mask(path), str(path)
+
+    def checked(self, image, notes, mask=None, painted=None, **options):
+        """A visitor's image, mask and options, checked before anything queues: (Dreamer, image, its name)."""
         if not image:
             raise UserError('upload an image first (or press "The notebook\'s sky")')
-        d = self.dreamer(**options)
+        mask = self.mask(mask, painted, image)
+        d = self.dreamer(**options, mask=mask and mask[0])
         name = Path(image).name
         img = load_image(image, name)
         check_octaves(self.net, img.shape, d.octave_n, d.octave_scale, d.end)
@@ -214,6 +244,8 @@ class Page:
         said = f'Recipe of {Path(path).name} set: {recipe.get("command", "dream")} {source}'
         if recipe.get('guide'):
             said += f', guided by {recipe["guide"]} (upload it as the guide)'
+        if recipe.get('mask'):
+            said += f', masked by {recipe["mask"]} (upload it as the mask)'
         if recipe.get('model_sha256') not in (None, self.net.sha256):
             said += '; it was dreamed with another model, so the result may differ'
         return fields, source, said
@@ -267,6 +299,18 @@ def page(net, device, results, max_upload, model=None):
                                         "levels of TensorFlow's tutorial (0: the notebook's step)", elem_id='lapnorm')
                     guide = gr.File(label='Guide image (the notebook\'s objective_guide)', file_types=['image'],
                                     type='filepath', elem_id='guide')
+                with gr.Accordion('Mask: where to dream', open=False, elem_id='mask_section'):
+                    painted = gr.ImageEditor(label='Paint where to dream (the rest keeps the input)', type='numpy',
+                                             sources=(), transforms=(), layers=False, format='png',
+                                             brush=gr.Brush(colors=['#ffffff'], color_mode='fixed'),
+                                             height=300, elem_id='painted')
+                    mask = gr.File(label='or upload a mask (white: dream, grey: partly, black: keep)',
+                                   file_types=['image'], type='filepath', height=80, elem_id='mask')
+                    mask_status = gr.Markdown('', elem_id='mask_status')
+                    mask_preview = gr.Image(label='What will dream', interactive=False, height=200,
+                                            elem_id='mask_preview')
+                    mask_made = gr.File(label='The mask, for classicdream dream --mask', interactive=False,
+                                        height=80, elem_id='mask_made')
                 with gr.Row():
                     go = gr.Button('Dream', variant='primary', elem_id='dream')
                     stop = gr.Button('Stop', variant='stop', elem_id='stop')
@@ -300,13 +344,31 @@ def page(net, device, results, max_upload, model=None):
 
         def show_input(path):
             if not path:
-                return None, 'Ready.'
+                return None, None, 'Ready.'
             try:
                 img = load_image(path, Path(path).name)
             except (ImageError, OSError) as e:
-                return None, _line(e)
-            return _preview(img), f'{Path(path).name}: {img.shape[1]}x{img.shape[0]}.'
-        image.change(show_input, image, [shown, status], api_visibility='private')
+                return None, None, _line(e)
+            return _preview(img), dict(background=_preview(img), layers=[], composite=None), \
+                f'{Path(path).name}: {img.shape[1]}x{img.shape[0]}.'
+        image.change(show_input, image, [shown, painted, status], api_visibility='private')
+
+        def show_mask(path, upload, strokes):
+            """The input dimmed where it will not dream, and the mask as a file; a bad mask is one line."""
+            if not path:
+                return None, None, ''
+            try:
+                found = p.mask(upload, strokes, path)
+                if found is None:
+                    return None, None, ''
+                img = load_image(path, Path(path).name)
+                weight = found[0].fitted(img.shape)[..., None]
+            except (UserError, ValueError, OSError) as e:
+                return None, None, _line(e)
+            return _preview(img * (0.25 + 0.75 * weight)), found[1], ''
+        for source in (painted.change, painted.input, mask.change):      # input: a stroke; change: a new input
+            source(show_mask, [image, mask, painted], [mask_preview, mask_made, mask_status], api_visibility='private',
+                   show_progress='hidden')
         sky.click(lambda: str(SKY), None, image, api_visibility='private')
 
         def pick_layer(evt: gr.SelectData):
@@ -346,27 +408,30 @@ def page(net, device, results, max_upload, model=None):
                         raise gr.Error(event[1], print_exception=False)
 
         def dream(image, layer, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, channel, tile,
-                  colors='dream', lapnorm=0, guide=None, fmt='JPEG', request: gr.Request = None,
-                  progress=gr.Progress()):
-            """Dream on `image` with the notebook's options; yields the live view as each octave is made."""
+                  colors='dream', lapnorm=0, guide=None, fmt='JPEG', mask=None, painted=None,
+                  request: gr.Request = None, progress=gr.Progress()):
+            """Dream on `image` with the notebook's options (and where `mask` is light, or `painted`);
+            yields the live view as each octave is made."""
             yield from on_page(p.dream(image, guide, fmt, getattr(request, 'session_hash', None), layer=layer,
                                      iter_n=iter_n, octave_n=octave_n, octave_scale=octave_scale,
                                      step_size=step_size, jitter=jitter, clip=clip, seed=seed, channel=channel,
-                                     tile=tile, colors=colors, lapnorm=lapnorm), progress)
+                                     tile=tile, colors=colors, lapnorm=lapnorm, mask=mask, painted=painted),
+                               progress)
 
-        run = go.click(dream, [image] + options + [guide, fmt], [status, live, octaves, result, recipe],
+        run = go.click(dream, [image] + options + [guide, fmt, mask, painted], [status, live, octaves, result, recipe],
                        api_name='dream', concurrency_limit=None, show_progress='minimal')
 
         def zoom_frames_of(image, layer, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, channel,
-                           tile, colors='dream', lapnorm=0, frames=10, scale=0.05, fps=10,
+                           tile, colors='dream', lapnorm=0, frames=10, scale=0.05, fps=10, mask=None, painted=None,
                            request: gr.Request = None, progress=gr.Progress()):
             """The notebook's zoom loop on `image`: each frame as it is made, then an mp4 and a looping GIF."""
             yield from on_page(p.zoom(image, frames, scale, fps, getattr(request, 'session_hash', None), layer=layer,
                                     iter_n=iter_n, octave_n=octave_n, octave_scale=octave_scale,
                                     step_size=step_size, jitter=jitter, clip=clip, seed=seed, channel=channel,
-                                    tile=tile, colors=colors, lapnorm=lapnorm), progress)
+                                    tile=tile, colors=colors, lapnorm=lapnorm, mask=mask, painted=painted),
+                               progress)
 
-        run_zoom = go_zoom.click(zoom_frames_of, [image] + options + [frames, scale, fps],
+        run_zoom = go_zoom.click(zoom_frames_of, [image] + options + [frames, scale, fps, mask, painted],
                                  [zoom_status, zoom_live, zoom_frames, videos, recipe], api_name='zoom',
                                  concurrency_limit=None, show_progress='minimal')
 

@@ -195,7 +195,10 @@ def test_zoom_gif_loops_the_frames_at_the_frame_rate(capsys, tmp_path, photo):
     ('atlas', ['--layers', 'contact sheet', '--cluster']),
     ('zoom', ['--mp4', '--gif']),
     ('video', ['--blend', '--flow', '--stop', '--cluster', '--gif']),
-    ('dream', ['--channel', '--noise', '--tile', '--outdir', '--cluster']),
+    ('dream', ['--channel', '--noise', '--tile', '--outdir', '--cluster', '--mask']),
+    ('zoom', ['--mask']),
+    ('video', ['--mask']),
+    ('guide', ['--mask']),
 ])
 def test_help_for_every_new_option(command, words):
     shown = subprocess.run([sys.executable, '-m', 'classicdream', command, '--help'], capture_output=True,

@@ -14,6 +14,7 @@ Where: each block gets a fresh, empty working folder holding the files the docs 
   sky.jpg, sky1024px.jpg, photo.jpg, path/to/photo.jpg   a 96x64 crop of the notebook's sky
   flowers.jpg                                            a 96x64 crop of the notebook's flowers (the guide)
   photos/                                                a folder of two such images
+  mask.png                                               a 96x64 mask: the right half white, the left black
   clip.mp4                                               3 frames of 96x64 at 10 fps, with sound
 The project's .venv/bin is first on PATH, so `classicdream` and `python` are the project's. Lines that
 start with `make`, or run a script under bench/, run from the checkout (as the docs mean them), with the
@@ -51,7 +52,7 @@ SHELL = {'sh', 'bash', 'console'}
 DREAMING = {'dream', 'guide', 'zoom', 'atlas', 'video', 'visualize'}
 SMALL = ['--iter_n=1', '--octave_n=1', '--quiet']
 PLACEHOLDERS = ['path/to/photo.jpg', 'sky1024px.jpg', 'sky.jpg', 'photo.jpg', 'flowers.jpg', 'photos/',
-                'clip.mp4']
+                'clip.mp4', 'mask.png']
 SKIP = re.compile(r'<!--\s*doctest:\s*skip\s*\((.+)\)\s*-->')
 FENCE = re.compile(r'^(\s*)(```+|~~~+)\s*([^\s`]*)')
 
@@ -113,6 +114,9 @@ def make_files(work, shared):
         sky.save(work / name, quality=95)
     flowers.save(work / 'flowers.jpg', quality=95)
     flowers.save(work / 'photos' / 'b.jpg', quality=95)
+    mask = Image.new('L', (96, 64))
+    mask.paste(255, (48, 0, 96, 64))
+    mask.save(work / 'mask.png')
     import imageio_ffmpeg
     subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), '-loglevel', 'error', '-f', 'lavfi', '-i',
                     'testsrc=size=96x64:rate=10', '-f', 'lavfi', '-i', 'sine=frequency=440', '-t', '0.3',

@@ -206,6 +206,39 @@ def test_page_dreams_what_the_cli_dreams(server, browser, shared, tmp_path, caps
     assert (again.number('iter_n'), again.number('octave_n')) == (1, 2)
 
 
+def test_a_painted_mask_gives_the_clis_dream_with_that_mask(server, browser, shared, tmp_path, capsys):
+    """A stroke of the brush over the input is the mask: the preview dims the rest, the mask is offered as a
+    file, and the dream is byte for byte `classicdream dream --mask=` that file."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    url, _, _ = server
+    page = browser(url)
+    flowers = shared / 'images' / 'flowers.jpg'
+    page.upload(flowers)
+    page.wait(lambda: '320x240' in page.status(), 60)
+    page.find('#mask_section button').click()
+    editor = page.wait(lambda: page.driver.find_elements('css selector', '#painted canvas'), 30)
+    page.driver.execute_script('arguments[0].scrollIntoView()', page.find('#painted'))
+    page.find('#painted button[aria-label=Brush]').click()
+    ActionChains(page.driver).move_to_element_with_offset(editor[-1], -60, 0).click_and_hold() \
+        .move_by_offset(60, 10).move_by_offset(60, -10).release().perform()
+    link = page.wait(lambda: page.driver.find_elements('css selector', '#mask_made a'), 60)[0]
+    assert page.driver.find_elements('css selector', '#mask_preview img')
+    mask = page.downloads / link.get_attribute('download')
+    link.click()
+    page.wait(lambda: mask.exists() and not list(page.downloads.glob('*.crdownload')), 30)
+    painted = np.asarray(Image.open(mask))
+    assert mask.name == 'flowers_mask.png' and painted.shape == (240, 320)
+    assert 0.01 < (painted > 0).mean() < 0.3                 # the stroke, and only the stroke
+    page.driver.execute_script('window.scrollTo(0, 0)')
+    page.dream(iter_n=1, octave_n=2)
+    downloaded = page.download()
+    assert downloaded.name == 'flowers_inception_4c-output_mask-flowers_mask_s0.jpg'
+    assert read_recipe(downloaded)['mask'] == 'flowers_mask.png'
+    assert downloaded.read_bytes() == _cli_dream(capsys, tmp_path, flowers, '--iter_n=1', '--octave_n=2',
+                                                 f'--mask={mask}')
+    page.driver.save_screenshot(str(tmp_path / 'mask.png'))
+
+
 def test_two_visitors_share_the_device_in_turn(server, browser, shared, tmp_path):
     url, _, _ = server
     first, second = browser(url), browser(url)
@@ -330,7 +363,8 @@ def _call(url, data):
 
 def _options(image, **changes):
     options = dict(layer='inception_4c/output', iter_n=1, octave_n=1, octave_scale=1.4, step_size=1.5, jitter=32,
-                   clip=True, seed='0', channel='', tile='', colors='dream', lapnorm=0, guide=None, fmt='JPEG')
+                   clip=True, seed='0', channel='', tile='', colors='dream', lapnorm=0, guide=None, fmt='JPEG', mask=None,
+                   painted=None)
     options.update(changes)
     return [image, *options.values()]
 
