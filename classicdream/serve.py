@@ -20,7 +20,8 @@ import numpy as np
 
 from .atlas import atlas_layers
 from .dream import DEFAULT_END, ask_for, check_octaves, objective_guide
-from .zoom import zoom, zoom_options
+from .keyframes import frame_plan
+from .zoom import zoom, zoom_options, zoom_recipe
 from .dreamer import Dreamer, UserError, flag, number, say_assumed_preprocessing, slug
 from .images import ImageError, load_image, recipe_or_none
 from .jobs import Cancelled, Device
@@ -140,15 +141,16 @@ class Page:
         try:
             d, img, name = self.checked(image, notes, **options)
             frames, scale, fps = zoom_options(frames, scale, fps)
+            plan = frame_plan(d, None, frames, img.shape, notes.append, scale=scale)
         except (UserError, ValueError, OSError) as e:
             yield 'error', _line(e)
             return
-        recipe = d.recipe(command='zoom', input=name, frames=frames, scale=scale, fps=fps)
+        recipe = zoom_recipe(plan, name, fps)
 
         def work(job):
             from .video import write_gif, write_mp4
             folder = self.folder(job)
-            paths = zoom(d, img, name, frames, scale, folder / 'frames', on_octave=job.on_octave,
+            paths = zoom(plan, img, name, folder / 'frames', on_octave=job.on_octave,
                          on_frame=lambda i, path: job.report('frame', i, str(path)))
             return [str(write(paths, folder / d.default_name(name, ext=ext), fps, recipe))
                     for write, ext in ((write_mp4, 'mp4'), (write_gif, 'gif'))]
