@@ -20,7 +20,7 @@ import numpy as np
 
 from .atlas import atlas_layers
 from .dream import DEFAULT_END, ask_for, check_octaves, objective_guide
-from .keyframes import frame_plan
+from .keyframes import frame_plan, table_keyframes
 from .zoom import zoom, zoom_options, zoom_recipe
 from .dreamer import Dreamer, UserError, flag, number, say_assumed_preprocessing, slug
 from .images import ImageError, load_image, recipe_or_none
@@ -35,6 +35,7 @@ PREVIEW_PIXELS = 1024                          # an input is previewed at most t
 STOPPING = 'Stopping at the end of this octave.'   # what Stop says: the device stops at the next octave
 os.environ.setdefault('GRADIO_ANALYTICS_ENABLED', 'False')       # no usage reports: set before Gradio loads
 
+KEYFRAME_COLUMNS = ['frame', 'end', 'step_size', 'iter_n', 'octave_n', 'jitter', 'scale']
 DEFAULTS = dict(end=DEFAULT_END, iter_n=10, octave_n=4, octave_scale=1.4, step_size=1.5, jitter=32, clip=True,
                 seed='0', channel='', tile='', colors='dream', lapnorm=0)
 
@@ -135,13 +136,15 @@ class Page:
             return str(path)
         yield from self.follow(self.device.submit(work, owner), d, 1, recipe, notes)
 
-    def zoom(self, image, frames, scale, fps, owner, **options):
-        """The notebook's zoom loop for a visitor: the frames as they come, then an mp4 and a looping GIF."""
+    def zoom(self, image, frames, scale, fps, owner, keyframes=None, **options):
+        """The notebook's zoom loop for a visitor: the frames as they come, then an mp4 and a looping GIF.
+        `keyframes`: the rows of the page's keyframe table (KEYFRAME_COLUMNS), as a keyframes file's."""
         notes = []
         try:
             d, img, name = self.checked(image, notes, **options)
             frames, scale, fps = zoom_options(frames, scale, fps)
-            plan = frame_plan(d, None, frames, img.shape, notes.append, scale=scale)
+            keys = table_keyframes(keyframes, KEYFRAME_COLUMNS, 'zoom')
+            plan = frame_plan(d, keys, frames, img.shape, notes.append, scale=scale)
         except (UserError, ValueError, OSError) as e:
             yield 'error', _line(e)
             return
@@ -288,6 +291,11 @@ def page(net, device, results, max_upload, model=None):
                         frames = gr.Slider(2, 200, 10, step=1, label='frames', elem_id='frames')
                         scale = gr.Number(0.05, label='scale (zoom per frame)', elem_id='scale')
                         fps = gr.Number(10, label='frames per second', elem_id='fps')
+                    keyframes = gr.Dataframe([[''] * len(KEYFRAME_COLUMNS)] * 2, headers=KEYFRAME_COLUMNS,
+                                             datatype='str', type='array', elem_id='keyframes',
+                                             label='Keyframes (optional): a row gives the options at its frame; '
+                                                   'between rows numbers go linearly and the layer cross-fades; '
+                                                   'a blank cell takes the option at the left')
                     go_zoom = gr.Button('Zoom', variant='primary', elem_id='zoom')
                     zoom_status = gr.Markdown('', label='zoom status', elem_id='zoom_status')
                     zoom_live = gr.Image(label='The frame being dreamed', interactive=False, format='png',
@@ -360,15 +368,17 @@ def page(net, device, results, max_upload, model=None):
                        api_name='dream', concurrency_limit=None, show_progress='minimal')
 
         def zoom_frames_of(image, layer, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, channel,
-                           tile, colors='dream', lapnorm=0, frames=10, scale=0.05, fps=10,
+                           tile, colors='dream', lapnorm=0, frames=10, scale=0.05, fps=10, keyframes=None,
                            request: gr.Request = None, progress=gr.Progress()):
-            """The notebook's zoom loop on `image`: each frame as it is made, then an mp4 and a looping GIF."""
-            yield from on_page(p.zoom(image, frames, scale, fps, getattr(request, 'session_hash', None), layer=layer,
+            """The notebook's zoom loop on `image`: each frame as it is made, then an mp4 and a looping GIF;
+            `keyframes`, rows of frame, end, step_size, iter_n, octave_n, jitter, scale (blank: the options')."""
+            yield from on_page(p.zoom(image, frames, scale, fps, getattr(request, 'session_hash', None), keyframes,
+                                    layer=layer,
                                     iter_n=iter_n, octave_n=octave_n, octave_scale=octave_scale,
                                     step_size=step_size, jitter=jitter, clip=clip, seed=seed, channel=channel,
                                     tile=tile, colors=colors, lapnorm=lapnorm), progress)
 
-        run_zoom = go_zoom.click(zoom_frames_of, [image] + options + [frames, scale, fps],
+        run_zoom = go_zoom.click(zoom_frames_of, [image] + options + [frames, scale, fps, keyframes],
                                  [zoom_status, zoom_live, zoom_frames, videos, recipe], api_name='zoom',
                                  concurrency_limit=None, show_progress='minimal')
 

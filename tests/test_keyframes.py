@@ -1,13 +1,15 @@
 """Keyframes for zoom and video (classicdream/keyframes.py): each frame's options in its recipe, a cross-fade
-frame as the plain weighted dream it stands for, resumption to the same frames, bad files in one line. 96x64
-images, one octave of one step, two layers that fit that size."""
+frame as the plain weighted dream it stands for, resumption to the same frames, bad files in one line, and
+the page's keyframe table. 96x64 images, one octave of one step, two layers that fit that size."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from classicdream.images import load_image, read_recipe, save_image
 from conftest import FAST, assert_one_line_error, run
+from test_serve import server  # noqa: F401 -- the page, for the table test
 from test_video import clip  # noqa: F401 -- a 96x64 clip of 20 frames at 10 fps
 
 A, B = 'inception_3b/output', 'inception_4c/output'
@@ -142,3 +144,24 @@ def test_a_layer_too_deep_between_keyframes_names_the_frame(capsys, tmp_path, ph
     assert_one_line_error(code, err, f'{keys}: frame 3: the smallest of 4 octaves', deep)
     assert not (tmp_path / 'out').exists() or not list((tmp_path / 'out').iterdir())
 
+
+def test_the_pages_keyframe_table_gives_the_clis_frames(server, photo, tmp_path, capsys):  # noqa: F811
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+    from classicdream.serve import KEYFRAME_COLUMNS
+    url, _, _ = server
+    client = Client(url, verbose=False)
+    rows = [['0', A, '', '', '', '', '0.1'], ['', '', '', '', '', '', ''], ['2', B, '2', '', '', '', '']]
+    status, _, frames, _, recipe = client.predict(
+        handle_file(str(photo)), iter_n=1, octave_n=1, frames=3, fps=5, api_name='/zoom',
+        keyframes={'headers': KEYFRAME_COLUMNS, 'data': rows})
+    assert status.startswith('Done') and len(frames) == 3 and 'keyframes_sha256' in recipe
+    keys = keyframes_file(tmp_path, [{'frame': 0, 'end': A, 'scale': 0.1}, {'frame': 2, 'end': B, 'step_size': 2}])
+    out = tmp_path / 'cli'
+    code, _, err = run(capsys, 'zoom', photo, '--frames=3', f'--outdir={out}', f'--keyframes={keys}', *FAST)
+    assert code == 0, err
+    assert [Path(f['image']).read_bytes() for f in frames] == [(out / f'{i:04d}.jpg').read_bytes() for i in range(3)]
+    with pytest.raises(AppError) as e:
+        client.predict(handle_file(str(photo)), iter_n=1, octave_n=1, frames=3, api_name='/zoom',
+                       keyframes={'headers': KEYFRAME_COLUMNS, 'data': [['0', '', '', '0', '', '', '']]})
+    assert str(e.value).startswith('classicdream: error: keyframes: keyframe 1 (frame 0): iter_n must be at least 1')
