@@ -134,7 +134,7 @@ class Page:
             path = self.folder(job) / out
             path.write_bytes(d.encoded(img, recipe, name, fmt, objective, job.on_octave))
             return str(path)
-        yield from self.follow(self.device.submit(work, owner), d, 1, recipe, notes)
+        yield from self.follow(self.device.submit(work, owner), d, [d.octave_n], recipe, notes)
 
     def zoom(self, image, frames, scale, fps, owner, keyframes=None, **options):
         """The notebook's zoom loop for a visitor: the frames as they come, then an mp4 and a looping GIF.
@@ -157,14 +157,16 @@ class Page:
                          on_frame=lambda i, path: job.report('frame', i, str(path)))
             return [str(write(paths, folder / d.default_name(name, ext=ext), fps, recipe))
                     for write, ext in ((write_mp4, 'mp4'), (write_gif, 'gif'))]
-        yield from self.follow(self.device.submit(work, owner), d, frames, recipe, notes)
+        yield from self.follow(self.device.submit(work, owner), d,
+                               [frame.dreamer.octave_n for frame in plan], recipe, notes)
 
-    def follow(self, job, d, pieces, recipe, notes):
+    def follow(self, job, d, octaves, recipe, notes):
         """A queued job's events as the page shows them, each led by its kind: ('waiting', status),
         ('octave', (done, total), live image, images so far, status), ('done', result, recipe, status),
-        ('cancelled', status) or ('error', line). A zoom (`pieces` frames) shows its frames as it goes."""
+        ('cancelled', status) or ('error', line). `octaves` holds each piece's octave count: a zoom's pieces
+        are its frames, which it shows as they come."""
         started, note = time.monotonic(), ''.join(f'{n}. ' for n in notes)
-        shown, live, frame = [], None, 0
+        shown, live, frame, pieces = [], None, 0, len(octaves)
         elapsed = lambda: f'{time.monotonic() - started:.1f} s'                     # noqa: E731
         try:
             for event in job.events():
@@ -179,12 +181,12 @@ class Page:
                     if pieces == 1:
                         shown.append((live, f'octave {octave + 1}: {w}x{h}'))
                     what = f'Frame {frame + 1} of {pieces}, octave' if pieces > 1 else 'Octave'
-                    yield 'octave', (frame * d.octave_n + octave + 1, pieces * d.octave_n), live, list(shown), \
-                        f'{note}{what} {octave + 1} of {d.octave_n} done ({w}x{h}, {elapsed()}).'
+                    yield 'octave', (sum(octaves[:frame]) + octave + 1, sum(octaves)), live, list(shown), \
+                        f'{note}{what} {octave + 1} of {octaves[frame]} done ({w}x{h}, {elapsed()}).'
                 elif kind == 'frame':
                     frame = event[1] + 1
                     shown.append((event[2], f'frame {event[1]}'))
-                    yield 'octave', (frame * d.octave_n, pieces * d.octave_n), event[2], list(shown), \
+                    yield 'octave', (sum(octaves[:frame]), sum(octaves)), event[2], list(shown), \
                         f'{note}Frame {frame} of {pieces} done ({elapsed()}).'
                 elif kind == 'done':
                     result = event[1]

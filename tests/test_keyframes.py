@@ -165,3 +165,24 @@ def test_the_pages_keyframe_table_gives_the_clis_frames(server, photo, tmp_path,
         client.predict(handle_file(str(photo)), iter_n=1, octave_n=1, frames=3, api_name='/zoom',
                        keyframes={'headers': KEYFRAME_COLUMNS, 'data': [['0', '', '', '0', '', '', '']]})
     assert str(e.value).startswith('classicdream: error: keyframes: keyframe 1 (frame 0): iter_n must be at least 1')
+
+
+def test_the_pages_progress_counts_each_frames_own_octaves(net, tmp_path):
+    """Keyframes change octave_n along a zoom: the page's progress and status count each frame's own."""
+    from classicdream.serve import Page
+
+    class Job:
+        def events(self):
+            image = np.zeros((4, 4, 3), np.float32)
+            yield 'octave', 0, (4, 4), image
+            yield 'frame', 0, 'frame0.jpg'
+            for octave in range(3):
+                yield 'octave', octave, (4, 4), image
+            yield 'frame', 1, 'frame1.jpg'
+
+        def cancel(self):
+            pass
+    events = list(Page(net, None, tmp_path).follow(Job(), None, [1, 3], {}, []))
+    assert [e[1] for e in events] == [(1, 4), (1, 4), (2, 4), (3, 4), (4, 4), (4, 4)]
+    assert events[4][-1].startswith('Frame 2 of 2, octave 3 of 3 done')
+    assert events[5][-1].startswith('Frame 2 of 2 done')
