@@ -102,6 +102,16 @@ def test_an_interrupted_zoom_resumes_to_the_same_frames(capsys, tmp_path, photo,
     assert frames_of(parts) == frames_of(whole)
 
 
+def test_a_weighted_end_cross_fades_layer_by_layer():
+    """Each layer's weight goes linearly; whole numbers round halves up (Python's round would take 2.5 to 2)."""
+    from classicdream.keyframes import options_at
+    keys = [(0, dict(end=f'{A}:1,{B}:0.5', iter_n=1)), (2, dict(end=B, iter_n=4)),
+            (4, dict(end=f'{B}:2,{A}:-1', iter_n=4))]
+    assert options_at(keys, 1, None) == dict(end=f'{A}:0.5,{B}:0.75', iter_n=3)
+    assert options_at(keys, 3, None) == dict(end=f'{B}:1.5,{A}:-0.5', iter_n=4)
+    assert [options_at(keys, f, None)['end'] for f in (0, 2, 9)] == [f'{A}:1,{B}:0.5', B, f'{B}:2,{A}:-1']
+
+
 @pytest.mark.parametrize('command, text, words', [
     ('zoom', 'frame 0: inception_3b/output', ['not a JSON file']),
     ('zoom', '{"frame": 0}', ['a list of objects']),
