@@ -165,24 +165,26 @@ class Commands:
                    d.recipe(command='visualize', input=name, class_index=index, class_name=label))
         print(out)
 
-    @_paths('img', 'outdir', 'mp4', 'gif', 'model', 'mask')
+    @_paths('img', 'outdir', 'mp4', 'gif', 'model', 'mask', 'keyframes')
     def zoom(self, img, frames, scale=0.05, outdir=None, mp4=None, gif=None, fps=25, end=None, colors=None,
              lapnorm=0, model=None, preprocess=None, mask=None, iter_n=10, octave_n=4, octave_scale=1.4,
-             step_size=1.5, jitter=32, clip=True, seed=0, quiet=False):
+             step_size=1.5, jitter=32, clip=True, seed=0, quiet=False, keyframes=None):
         d = Dreamer(end, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, quiet, colors=colors,
                     lapnorm=lapnorm, model=model, preprocess=preprocess, mask=mask)
-        from .zoom import zoom, zoom_options
+        from .keyframes import frame_plan, read_keyframes
+        from .zoom import zoom, zoom_options, zoom_recipe
         frames, scale, fps = zoom_options(frames, scale, fps)
+        keyframes = None if keyframes is None else read_keyframes(keyframes, 'zoom')
         if mp4 is not None:
             check_video_output(str(mp4))
         if gif is not None:
             check_video_output(str(gif), '--gif', '.gif')
         outdir = Path(outdir or f'frames/{slug(Path(str(img)).stem)}')
         name, frame = Path(str(img)).name, load_image(img)
-        d = d.fitted(frame.shape)
-        paths = zoom(d, frame, name, frames, scale, outdir, lambda i, path: print(path),
+        plan = frame_plan(d, keyframes, frames, frame.shape, scale=scale)
+        paths = zoom(plan, frame, name, outdir, lambda i, path: print(path),
                      None if d.quiet else lambda line: print(line, file=sys.stderr))
-        recipe = d.recipe(command='zoom', input=name, frames=frames, scale=scale, fps=fps)
+        recipe = zoom_recipe(plan, name, fps)
         if mp4 is not None:
             from .video import write_mp4
             print(write_mp4(paths, mp4, fps, recipe))
@@ -190,23 +192,21 @@ class Commands:
             from .video import write_gif
             print(write_gif(paths, gif, fps, recipe))
 
-    @_paths('src', 'out', 'outdir', 'model', 'mask')
+    @_paths('src', 'out', 'outdir', 'model', 'mask', 'keyframes')
     def video(self, src, out=None, outdir=None, blend=0.0, flow=False, start=0, stop=None, fps=None, gif=False,
               cluster=None, workers=None, end=None, channel=None, tile=None, colors=None, lapnorm=0,
               model=None, preprocess=None, mask=None, iter_n=10, octave_n=4, octave_scale=1.4, step_size=1.5,
-              jitter=32, clip=True, seed=0, quiet=False):
-        from .clip import dream_clip
+              jitter=32, clip=True, seed=0, quiet=False, keyframes=None):
+        from .clip import check_blend, dream_clip
+        from .keyframes import frame_plan, read_keyframes
         from .cluster import runner
         from .video import open_clip, write_mp4
         d = Dreamer(end, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, quiet, channel, tile, colors,
                     lapnorm, model, preprocess, mask)
         cluster, workers = _cluster_options(cluster, workers)
-        blend = number('blend', blend, float, 0, allow_equal=True)
-        if blend >= 1:
-            raise UserError(f'--blend must be below 1, got {blend}')
+        blend = check_blend(blend)
+        keyframes = None if keyframes is None else read_keyframes(keyframes, 'video')
         flow = flag('flow', flow)
-        if flow and not blend:
-            raise UserError('--flow moves the previous dream before blending: give --blend too')
         start = number('start', start, float, 0, allow_equal=True)
         stop = None if stop is None else number('stop', stop, float, 0)
         fps = None if fps is None else number('fps', fps, float, 0)
@@ -221,28 +221,29 @@ class Commands:
         if same_file(out, str(src)):
             raise UserError(f'{out}: the output would overwrite the input; choose another --out')
         source = open_clip(str(src), start, stop, fps)
-        check_octaves(d.net, source.size[::-1], d.octave_n, d.octave_scale, d.end)
-        d = d.fitted((*source.size[::-1], 3))
+        tool = copy.copy(d)
+        tool.quiet = True                               # one bar, of frames, rather than one per dream
+        plan = frame_plan(tool, keyframes, source.frames, (*source.size[::-1], 3), blend=blend)
+        if flow and not any(frame.extras['blend'] for frame in plan):
+            raise UserError('--flow moves the previous dream before blending: give --blend too')
         outdir = Path(outdir or f'frames/{slug(Path(out).stem)}')
         output_folder(outdir)
-        options = dict(command='video', input=name, start=start, stop=stop, fps=source.fps, blend=blend, flow=flow)
+        options = dict(command='video', input=name, start=start, stop=stop, fps=source.fps, flow=flow)
         bar = None
         if not d.quiet:
             from tqdm import tqdm
             bar = tqdm(total=source.frames, unit='frame', file=sys.stderr, desc=name)
-        tool = copy.copy(d)
-        tool.quiet = True                               # one bar, of frames, rather than one per dream
         try:
             with runner(cluster, tool, workers) as pool:
-                paths, failed = dream_clip(tool, source, outdir, lambda i: d.recipe(frame=i, **options), pool,
-                                           blend, flow, pool.size, bar and (lambda i: bar.update()))
+                paths, failed = dream_clip(plan, source, outdir, options, pool, flow, pool.size,
+                                           bar and (lambda i: bar.update()))
         finally:
             if bar:
                 bar.close()
         if failed:
             raise UserError(f'{len(failed)} of {source.frames} frames failed, the first: frame {failed[0][0]}: '
                             f'{failed[0][1]}')
-        recipe = d.recipe(frames=source.frames, **options)
+        recipe = plan[0].dreamer.recipe(frames=source.frames, **options, **plan[0].extras)
         print(write_mp4(paths, out, source.fps, recipe, audio=source))
         if gif:
             from .video import write_gif
@@ -336,7 +337,10 @@ Frames are written as OUTDIR/0000.jpg, 0001.jpg, ... (default frames/<image>/). 
 same command again and it continues after the last frame, with the same random stream.
   --frames=N   number of frames     --scale=0.05   zoom per frame (the notebook's s)
   --mp4=PATH   then encode frames 0..N-1 as an H.264 video (--fps=25)
-  --gif=PATH   and/or as a looping GIF at the same frame rate''')
+  --gif=PATH   and/or as a looping GIF at the same frame rate
+  --keyframes=FILE.json   options that change along the frames, the layer cross-fading:
+               [{"frame": 0, "end": "inception_3b/output"}, {"frame": 40, "end": "inception_4c/output"}]
+               (end, step_size, iter_n, octave_n, jitter, scale; docs/command-line.md)''')
 Commands.video.__doc__ = _dream_options('''Dream every frame of a video SRC (any file ffmpeg reads), keeping its sound.
 
 The dreams are encoded as H.264 at SRC's frame rate and size in --out=PATH.mp4 (default
@@ -346,6 +350,7 @@ their recipe. Resumable: run the same command again and it continues.
   --flow             move the previous dream along the optical flow first (classicdream[flow])
   --start=S --stop=S seconds of SRC to dream (--end stays the layer); --fps=N resamples
   --gif              a looping GIF beside the mp4 (OUT.gif), at the same frame rate
+  --keyframes=FILE.json   options that change along the frames, as for zoom (blend instead of scale)
   --cluster=local|auto|ray://HOST:PORT   dream on Ray workers (classicdream[cluster]); --workers=N
   --channel=42 --tile=512   as for dream''')
 Commands.atlas.__doc__ = _dream_options('''The layer tour: dream IMG at each layer and lay the dreams out on one

@@ -1,10 +1,11 @@
 """Dreaming a video clip frame by frame, as graphific/DeepDreamVideo did, resumable and spread over workers.
 
-Each frame is dreamed with the same options and the same seed, so a frame's dream does not depend on
-where a run started. With ``blend`` a frame starts from ``blend * previous dream + (1 - blend) * frame``
-(the previous dream as saved, so a resumed run blends exactly what an uninterrupted one did), which keeps
-the patterns from flickering; with ``flow`` the previous dream is first moved along the optical flow
-between the two input frames (OpenCV's Farnebäck), so the patterns travel with the scene.
+Each frame is dreamed with its own options (the command line's, or its keyframes': keyframes.frame_plan)
+and the same seed, so a frame's dream does not depend on where a run started. With ``blend`` a frame
+starts from ``blend * previous dream + (1 - blend) * frame`` (the previous dream as saved, so a resumed
+run blends exactly what an uninterrupted one did), which keeps the patterns from flickering; with
+``flow`` the previous dream is first moved along the optical flow between the two input frames
+(OpenCV's Farnebäck), so the patterns travel with the scene.
 
 Blending makes each frame depend on the one before. To run such a clip on several workers it is cut into
 consecutive parts; a part that cannot continue from a frame already on disk starts ``WARMUP`` frames
@@ -17,10 +18,18 @@ from functools import partial
 
 import numpy as np
 
+from .dreamer import UserError, number
 from .images import decode_image, holds_recipe, recipe_or_none, write_encoded
 from .video import read_clip
 
 WARMUP = 5
+
+
+def check_blend(blend):
+    blend = number('blend', blend, float, 0, allow_equal=True)
+    if blend >= 1:
+        raise UserError(f'--blend must be below 1, got {blend}')
+    return blend
 
 
 def frame_path(folder, i):
@@ -42,26 +51,27 @@ def warp(image, before, after):
                      borderMode=cv2.BORDER_REPLICATE)
 
 
-def dream_frame(dreamer, previous, frame, before, recipe, blend=0.0, flow=False):
-    """One frame's dream as an encoded JPEG carrying `recipe`; `previous` is the frame before's (encoded),
-    `before` that frame's input (for the flow). Runs where the dreamer is: here or on a worker."""
+def dream_frame(tool, previous, frame, before, recipe, dreamer, blend, flow=False):
+    """One frame's dream with the options of `dreamer`, as an encoded JPEG carrying `recipe`; `previous` is
+    the frame before's (encoded), `before` that frame's input (for the flow). Runs where the `tool` is, with
+    its net: here or on a worker."""
     start = frame
     if previous is not None and blend:
         dreamt = decode_image(previous)
         if flow:
             dreamt = warp(dreamt, before, frame)
         start = np.float32(blend) * dreamt + np.float32(1 - blend) * frame
-    return dreamer.encoded(start, recipe, source=frame)
+    return dreamer.using(tool.net).encoded(start, recipe, source=frame)
 
 
-def _frame_lane(clip, warm, first, stop, recipe):
+def _frame_lane(clip, warm, first, stop, args):
     """Frames warm..stop-1 as (key, args) items: key None for warm-up frames, whose dreams are not kept."""
     before = None
     for i, frame in enumerate(read_clip(clip)):
         if i >= stop:
             return
         if i >= warm:
-            yield (i if i >= first else None), (frame, before, recipe(i))
+            yield (i if i >= first else None), (frame, before, *args(i))
         before = frame
 
 
@@ -83,27 +93,34 @@ def parts(missing, done, pieces, warmup=WARMUP):
     return out
 
 
-def dream_clip(dreamer, clip, folder, recipe, runner, blend=0.0, flow=False, pieces=1, progress=None):
+def dream_clip(plan, clip, folder, options, runner, flow=False, pieces=1, progress=None):
     """Dream the clip's frames missing from `folder` (frames already there with their recipe are kept).
 
-    `recipe(i)` is frame i's; `runner` runs the work (cluster.runner); `pieces`, how many parts a blended
-    clip is cut into (one per worker); `progress(i)` is called as frame i is written. Returns the paths of
-    all the clip's frames and the (frame, exception) of each that failed."""
+    `plan[i]` is frame i's Frame (keyframes.frame_plan: its Dreamer and its recipe's blend); `options`, what
+    every frame's recipe holds besides; `runner` runs the work (cluster.runner); `pieces`, how many parts a
+    blended clip is cut into (one per worker); `progress(i)` is called as frame i is written. Returns the
+    paths of all the clip's frames and the (frame, exception) of each that failed."""
     paths = [frame_path(folder, i) for i in range(clip.frames)]
     for i, path in enumerate(paths):
         if path.exists() and recipe_or_none(path) is None:
             raise ValueError(f'{path}: exists and is not a classicdream frame; not overwriting it')
+
+    def recipe(i):
+        return plan[i].dreamer.recipe(frame=i, **options, **plan[i].extras)
+
+    def args(i):
+        return recipe(i), plan[i].dreamer, plan[i].extras['blend']
     done = {i for i, path in enumerate(paths) if holds_recipe(path, recipe(i))}
     missing = [i for i in range(clip.frames) if i not in done]
-    if blend:
+    if any(frame.extras['blend'] for frame in plan):
         lanes = ((paths[first - 1].read_bytes() if warm == first and first else None,
-                  _frame_lane(clip, warm, first, stop, recipe))
+                  _frame_lane(clip, warm, first, stop, args))
                  for warm, first, stop in parts(missing, done, pieces))
     else:
-        lanes = ((None, [(i, (frame, None, recipe(i)))]) for i, frame in enumerate(read_clip(clip))
+        lanes = ((None, [(i, (frame, None, *args(i)))]) for i, frame in enumerate(read_clip(clip))
                  if i not in done)
     failed = []
-    for key, result in runner.run(partial(dream_frame, blend=blend, flow=flow), lanes):
+    for key, result in runner.run(partial(dream_frame, flow=flow), lanes):
         if key is None:
             continue
         if isinstance(result, Exception):

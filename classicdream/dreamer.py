@@ -43,6 +43,10 @@ def number(name, value, kind, minimum, allow_equal=False):
     return result
 
 
+# The options a keyframe may change along a zoom or a video, as (kind, minimum, minimum allowed) for `number`
+NUMBERS = dict(step_size=(float, 0.0, False), iter_n=(int, 1, True), octave_n=(int, 1, True), jitter=(int, 0, True))
+
+
 def seed_of(seed):
     """An int seed for np.random.RandomState, or 'random' for one drawn from the OS (and reported)."""
     if str(seed).strip().lower() == 'random':
@@ -142,11 +146,11 @@ class Dreamer:
         self._end_given, self._end = end, None
         if model is None:             # the notebook's net: its layers' names hold neither ':' nor ','
             self._set_end(*parse_end(DEFAULT_END if end is None else end))
-        self.iter_n = number('iter_n', iter_n, int, 1, allow_equal=True)
-        self.octave_n = number('octave_n', octave_n, int, 1, allow_equal=True)
+        self.iter_n = number('iter_n', iter_n, *NUMBERS['iter_n'])
+        self.octave_n = number('octave_n', octave_n, *NUMBERS['octave_n'])
         self.octave_scale = number('octave_scale', octave_scale, float, 1.0, allow_equal=True)
-        self.step_size = number('step_size', step_size, float, 0.0)
-        self.jitter = number('jitter', jitter, int, 0, allow_equal=True)
+        self.step_size = number('step_size', step_size, *NUMBERS['step_size'])
+        self.jitter = number('jitter', jitter, *NUMBERS['jitter'])
         self.clip = flag('clip', clip)
         self.seed = seed_of(seed)
         self.tile = None if tile is None else number('tile', tile, int, 0, allow_equal=True)   # 0: never
@@ -167,6 +171,12 @@ class Dreamer:
     def __getstate__(self):
         """A copy for a cluster worker, which loads the net itself (once) rather than receive it."""
         return dict(self.__dict__, _net=None)
+
+    def __copy__(self):
+        """A copy here shares the net (copy.copy would go through __getstate__ and load it again)."""
+        other = object.__new__(type(self))
+        other.__dict__.update(self.__dict__)
+        return other
 
     def _set_end(self, end, weights):
         if self.channels and weights:
@@ -226,6 +236,16 @@ class Dreamer:
         """The same options, dreaming at another layer."""
         other = copy.copy(self)
         other._set_end(end, None)
+        other.check()
+        return other
+
+    def varied(self, end, **numbers):
+        """These options with a keyframe's `end` (a layer or a weighted 'a:w,b:v', read against the net's
+        names) and NUMBERS, checked as the command line checks them."""
+        other = copy.copy(self)
+        other._set_end(*parse_end(end, {layer for layer, _, _ in self.net.layers}))
+        for name, value in numbers.items():
+            setattr(other, name, number(name, value, *NUMBERS[name]))
         other.check()
         return other
 

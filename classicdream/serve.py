@@ -22,7 +22,8 @@ import numpy as np
 
 from .atlas import atlas_layers
 from .dream import DEFAULT_END, ask_for, check_octaves, objective_guide
-from .zoom import zoom, zoom_options
+from .keyframes import frame_plan, table_keyframes
+from .zoom import zoom, zoom_options, zoom_recipe
 from .dreamer import Dreamer, UserError, flag, number, say_assumed_preprocessing, slug
 from .images import ImageError, load_image, recipe_or_none
 from .jobs import Cancelled, Device
@@ -37,6 +38,7 @@ PREVIEW_PIXELS = 1024                          # an input is previewed at most t
 STOPPING = 'Stopping at the end of this octave.'   # what Stop says: the device stops at the next octave
 os.environ.setdefault('GRADIO_ANALYTICS_ENABLED', 'False')       # no usage reports: set before Gradio loads
 
+KEYFRAME_COLUMNS = ['frame', 'end', 'step_size', 'iter_n', 'octave_n', 'jitter', 'scale']
 DEFAULTS = dict(end=DEFAULT_END, iter_n=10, octave_n=4, octave_scale=1.4, step_size=1.5, jitter=32, clip=True,
                 seed='0', channel='', tile='', colors='dream', lapnorm=0)
 
@@ -162,34 +164,39 @@ class Page:
             path = self.folder(job) / out
             path.write_bytes(d.encoded(img, recipe, name, fmt, objective, job.on_octave))
             return str(path)
-        yield from self.follow(self.device.submit(work, owner), d, 1, recipe, notes)
+        yield from self.follow(self.device.submit(work, owner), d, [d.octave_n], recipe, notes)
 
-    def zoom(self, image, frames, scale, fps, owner, **options):
-        """The notebook's zoom loop for a visitor: the frames as they come, then an mp4 and a looping GIF."""
+    def zoom(self, image, frames, scale, fps, owner, keyframes=None, **options):
+        """The notebook's zoom loop for a visitor: the frames as they come, then an mp4 and a looping GIF.
+        `keyframes`: the rows of the page's keyframe table (KEYFRAME_COLUMNS), as a keyframes file's."""
         notes = []
         try:
             d, img, name = self.checked(image, notes, **options)
             frames, scale, fps = zoom_options(frames, scale, fps)
+            keys = table_keyframes(keyframes, KEYFRAME_COLUMNS, 'zoom')
+            plan = frame_plan(d, keys, frames, img.shape, notes.append, scale=scale)
         except (UserError, ValueError, OSError) as e:
             yield 'error', _line(e)
             return
-        recipe = d.recipe(command='zoom', input=name, frames=frames, scale=scale, fps=fps)
+        recipe = zoom_recipe(plan, name, fps)
 
         def work(job):
             from .video import write_gif, write_mp4
             folder = self.folder(job)
-            paths = zoom(d, img, name, frames, scale, folder / 'frames', on_octave=job.on_octave,
+            paths = zoom(plan, img, name, folder / 'frames', on_octave=job.on_octave,
                          on_frame=lambda i, path: job.report('frame', i, str(path)))
             return [str(write(paths, folder / d.default_name(name, ext=ext), fps, recipe))
                     for write, ext in ((write_mp4, 'mp4'), (write_gif, 'gif'))]
-        yield from self.follow(self.device.submit(work, owner), d, frames, recipe, notes)
+        yield from self.follow(self.device.submit(work, owner), d,
+                               [frame.dreamer.octave_n for frame in plan], recipe, notes)
 
-    def follow(self, job, d, pieces, recipe, notes):
+    def follow(self, job, d, octaves, recipe, notes):
         """A queued job's events as the page shows them, each led by its kind: ('waiting', status),
         ('octave', (done, total), live image, images so far, status), ('done', result, recipe, status),
-        ('cancelled', status) or ('error', line). A zoom (`pieces` frames) shows its frames as it goes."""
+        ('cancelled', status) or ('error', line). `octaves` holds each piece's octave count: a zoom's pieces
+        are its frames, which it shows as they come."""
         started, note = time.monotonic(), ''.join(f'{n}. ' for n in notes)
-        shown, live, frame = [], None, 0
+        shown, live, frame, pieces = [], None, 0, len(octaves)
         elapsed = lambda: f'{time.monotonic() - started:.1f} s'                     # noqa: E731
         try:
             for event in job.events():
@@ -204,12 +211,12 @@ class Page:
                     if pieces == 1:
                         shown.append((live, f'octave {octave + 1}: {w}x{h}'))
                     what = f'Frame {frame + 1} of {pieces}, octave' if pieces > 1 else 'Octave'
-                    yield 'octave', (frame * d.octave_n + octave + 1, pieces * d.octave_n), live, list(shown), \
-                        f'{note}{what} {octave + 1} of {d.octave_n} done ({w}x{h}, {elapsed()}).'
+                    yield 'octave', (sum(octaves[:frame]) + octave + 1, sum(octaves)), live, list(shown), \
+                        f'{note}{what} {octave + 1} of {octaves[frame]} done ({w}x{h}, {elapsed()}).'
                 elif kind == 'frame':
                     frame = event[1] + 1
                     shown.append((event[2], f'frame {event[1]}'))
-                    yield 'octave', (frame * d.octave_n, pieces * d.octave_n), event[2], list(shown), \
+                    yield 'octave', (sum(octaves[:frame]), sum(octaves)), event[2], list(shown), \
                         f'{note}Frame {frame} of {pieces} done ({elapsed()}).'
                 elif kind == 'done':
                     result = event[1]
@@ -330,6 +337,11 @@ def page(net, device, results, max_upload, model=None):
                         frames = gr.Slider(2, 200, 10, step=1, label='frames', elem_id='frames')
                         scale = gr.Number(0.05, label='scale (zoom per frame)', elem_id='scale')
                         fps = gr.Number(10, label='frames per second', elem_id='fps')
+                    keyframes = gr.Dataframe([[''] * len(KEYFRAME_COLUMNS)] * 2, headers=KEYFRAME_COLUMNS,
+                                             datatype='str', type='array', elem_id='keyframes',
+                                             label='Keyframes (optional): a row gives the options at its frame; '
+                                                   'between rows numbers go linearly and the layer cross-fades; '
+                                                   'a blank cell takes the option at the left')
                     go_zoom = gr.Button('Zoom', variant='primary', elem_id='zoom')
                     zoom_status = gr.Markdown('', label='zoom status', elem_id='zoom_status')
                     zoom_live = gr.Image(label='The frame being dreamed', interactive=False, format='png',
@@ -422,16 +434,19 @@ def page(net, device, results, max_upload, model=None):
                        api_name='dream', concurrency_limit=None, show_progress='minimal')
 
         def zoom_frames_of(image, layer, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, channel,
-                           tile, colors='dream', lapnorm=0, frames=10, scale=0.05, fps=10, mask=None, painted=None,
+                           tile, colors='dream', lapnorm=0, frames=10, scale=0.05, fps=10, keyframes=None,
+                           mask=None, painted=None,
                            request: gr.Request = None, progress=gr.Progress()):
-            """The notebook's zoom loop on `image`: each frame as it is made, then an mp4 and a looping GIF."""
-            yield from on_page(p.zoom(image, frames, scale, fps, getattr(request, 'session_hash', None), layer=layer,
+            """The notebook's zoom loop on `image`: each frame as it is made, then an mp4 and a looping GIF;
+            `keyframes`, rows of frame, end, step_size, iter_n, octave_n, jitter, scale (blank: the options')."""
+            yield from on_page(p.zoom(image, frames, scale, fps, getattr(request, 'session_hash', None), keyframes,
+                                    layer=layer,
                                     iter_n=iter_n, octave_n=octave_n, octave_scale=octave_scale,
                                     step_size=step_size, jitter=jitter, clip=clip, seed=seed, channel=channel,
                                     tile=tile, colors=colors, lapnorm=lapnorm, mask=mask, painted=painted),
                                progress)
 
-        run_zoom = go_zoom.click(zoom_frames_of, [image] + options + [frames, scale, fps, mask, painted],
+        run_zoom = go_zoom.click(zoom_frames_of, [image] + options + [frames, scale, fps, keyframes, mask, painted],
                                  [zoom_status, zoom_live, zoom_frames, videos, recipe], api_name='zoom',
                                  concurrency_limit=None, show_progress='minimal')
 

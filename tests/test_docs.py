@@ -16,6 +16,7 @@ Where: each block gets a fresh, empty working folder holding the files the docs 
   photos/                                                a folder of two such images
   mask.png                                               a 96x64 mask: the right half white, the left black
   clip.mp4                                               3 frames of 96x64 at 10 fps, with sound
+  keys.json                                              the keyframes of docs/command-line.md's example
 The project's .venv/bin is first on PATH, so `classicdream` and `python` are the project's. Lines that
 start with `make`, or run a script under bench/, run from the checkout (as the docs mean them), with the
 file names above turned into their paths in the working folder; every other line runs in the working
@@ -35,6 +36,7 @@ How: `classicdream ...` lines run in this process (tests/conftest.py's `run`, sh
 between them); `make`, `python ...`, `bash ...` lines and lines with an environment assignment before the
 command (`NAME=value classicdream ...`) run in bash in a subprocess.
 """
+import json
 import os
 import re
 import shlex
@@ -52,7 +54,8 @@ SHELL = {'sh', 'bash', 'console'}
 DREAMING = {'dream', 'guide', 'zoom', 'atlas', 'video', 'visualize'}
 SMALL = ['--iter_n=1', '--octave_n=1', '--quiet']
 PLACEHOLDERS = ['path/to/photo.jpg', 'sky1024px.jpg', 'sky.jpg', 'photo.jpg', 'flowers.jpg', 'photos/',
-                'clip.mp4', 'mask.png']
+                'clip.mp4', 'mask.png', 'keys.json']
+KEYS = [{'frame': 0, 'end': 'inception_3b/output'}, {'frame': 40, 'end': 'inception_4c/output', 'step_size': 2.0}]
 SKIP = re.compile(r'<!--\s*doctest:\s*skip\s*\((.+)\)\s*-->')
 FENCE = re.compile(r'^(\s*)(```+|~~~+)\s*([^\s`]*)')
 
@@ -117,6 +120,7 @@ def make_files(work, shared):
     mask = Image.new('L', (96, 64))
     mask.paste(255, (48, 0, 96, 64))
     mask.save(work / 'mask.png')
+    (work / 'keys.json').write_text(json.dumps(KEYS))
     import imageio_ffmpeg
     subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), '-loglevel', 'error', '-f', 'lavfi', '-i',
                     'testsrc=size=96x64:rate=10', '-f', 'lavfi', '-i', 'sine=frequency=440', '-t', '0.3',
@@ -262,3 +266,9 @@ def test_links_and_pictures_resolve():
 def test_readme_is_a_front_door():
     """README ≤ 200 lines; the depth is in docs/."""
     assert len((ROOT / 'README.md').read_text().splitlines()) <= 200
+
+
+def test_the_keyframes_file_is_the_one_the_docs_show():
+    """keys.json in the working folder is the JSON that docs/command-line.md shows before its commands."""
+    shown = [json.loads(code) for where, _, lang, code, _ in BLOCKS if where == 'docs/command-line.md' and lang == 'json']
+    assert shown == [KEYS]

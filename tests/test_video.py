@@ -158,6 +158,7 @@ def test_cluster_video_survives_a_killed_worker(tmp_path, clip, net):
     from ray import cloudpickle
     from classicdream.clip import dream_clip
     from classicdream.cluster import Cluster, runner
+    from classicdream.keyframes import frame_plan
     cloudpickle.register_pickle_by_value(sys.modules[__name__])       # workers cannot import the tests
     source = open_clip(str(clip))
     here, there = tmp_path / 'here', tmp_path / 'there'
@@ -166,16 +167,14 @@ def test_cluster_video_survives_a_killed_worker(tmp_path, clip, net):
     d = DiesOnce('inception_4c/output', 1, 1, 1.4, 1.5, 32, True, 0, True)
     d.marker = str(tmp_path / 'died')
     open(d.marker, 'w').close()                                     # not here
-
-    def recipe(i):
-        return d.recipe(command='video', frame=i)
+    plan = frame_plan(d, None, source.frames, (*source.size[::-1], 3), blend=0.5)
     with runner(None, d) as pool:
-        expected, failed = dream_clip(d, source, here, recipe, pool, blend=0.5, flow=True, pieces=2)
+        expected, failed = dream_clip(plan, source, here, dict(command='video'), pool, flow=True, pieces=2)
     assert not failed
     os.unlink(d.marker)
     written = []
     with Cluster('local', d, workers=2) as pool:
-        paths, failed = dream_clip(d, source, there, recipe, pool, blend=0.5, flow=True, pieces=2,
+        paths, failed = dream_clip(plan, source, there, dict(command='video'), pool, flow=True, pieces=2,
                                    progress=written.append)
     assert os.path.exists(d.marker) and not failed                   # a worker did die, and nothing failed
     assert sorted(written) == list(range(20))
