@@ -18,7 +18,7 @@ DREAM_OPTS = $(if $(IMG),--img="$$IMG") $(if $(OUT),--out="$$OUT") $(if $(END),-
 	$(if $(OCTAVE_SCALE),--octave_scale="$$OCTAVE_SCALE") $(if $(STEP_SIZE),--step_size="$$STEP_SIZE") \
 	$(if $(JITTER),--jitter="$$JITTER") $(if $(TILE),--tile="$$TILE")
 
-.PHONY: setup setup-web setup-test setup-bench browser models test dream serve clean reference bench bench-video
+.PHONY: setup setup-web setup-test setup-bench browser models test dream serve clean reference bench bench-video bench-live
 
 setup: $(VENV)/.installed
 setup-web: $(VENV)/.web
@@ -75,6 +75,10 @@ $(VENV)/.bench: setup.cfg | setup
 # Frames per second of `classicdream video` on a 10-frame 1024x576 clip: sequential and on 2 local Ray workers.
 bench-video: models
 	$(PY) bench/video_bench.py
+
+# Frames per second of the page's live view (bench/live_bench.py): a generated camera at 320x240 and 640x480.
+bench-live: models
+	$(PY) bench/live_bench.py
 
 clean:
 	rm -rf $(VENV) $(MODEL) .pytest_cache

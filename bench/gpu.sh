@@ -11,7 +11,8 @@
 #           not fit a call (Gradio and Chromium, Ray, imageio-ffmpeg: the mp4 tests, Jupyter) are left out, named below
 #   parity  test_parity.py and test_buckets.py with blobs_sky224 and blobs_noise181x253
 #   bench   test_parity.py and test_dream.py with blobs_flowers224 and the reference dreams, then `make bench`'s rows (CPU and GPU, PyTorch beside
-#           them where it runs) and bench/gpu_memory.py (the estimate against the device's peak)
+#           them where it runs), bench/gpu_memory.py (the estimate against the device's peak) and
+#           bench/live_bench.py (the page's live view: live_fps_gpu_320x240= and _640x480=)
 # Logs and results come back under $OUT. The device has JAX with CUDA, numpy, scipy, Pillow, onnx and
 # pytest; python-fire (and termcolor, its one need) travel as wheels.
 set -euo pipefail
@@ -61,5 +62,6 @@ case $part in
     "${pytest[@]}" tests/test_parity.py tests/test_dream.py 2>&1 | tee "$OUT/parity-dreams.log"
     run python3 bench/bench.py 2>&1 | tee "$OUT/bench.log"
     cp bench/RESULTS.md "$OUT/RESULTS.md"
-    run python3 bench/gpu_memory.py 2>&1 | tee "$OUT/memory.log";;
+    run python3 bench/gpu_memory.py 2>&1 | tee "$OUT/memory.log"
+    run python3 bench/live_bench.py 2>&1 | tee "$OUT/live.log";;
 esac

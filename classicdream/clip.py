@@ -51,16 +51,24 @@ def warp(image, before, after):
                      borderMode=cv2.BORDER_REPLICATE)
 
 
+def blended(previous, frame, blend):
+    """Where a frame's dream starts: ``blend * previous dream + (1 - blend) * frame``; the frame alone
+    where there is no previous dream (or no blend)."""
+    if previous is None or not blend:
+        return frame
+    return np.float32(blend) * previous + np.float32(1 - blend) * frame
+
+
 def dream_frame(tool, previous, frame, before, recipe, dreamer, blend, flow=False):
     """One frame's dream with the options of `dreamer`, as an encoded JPEG carrying `recipe`; `previous` is
     the frame before's (encoded), `before` that frame's input (for the flow). Runs where the `tool` is, with
     its net: here or on a worker."""
-    start = frame
+    dreamt = None
     if previous is not None and blend:
         dreamt = decode_image(previous)
         if flow:
             dreamt = warp(dreamt, before, frame)
-        start = np.float32(blend) * dreamt + np.float32(1 - blend) * frame
+    start = blended(dreamt, frame, blend)
     return dreamer.using(tool.net).encoded(start, recipe, source=frame)
 
 

@@ -369,26 +369,27 @@ def ask_ahead(net, shapes, extents, tiled, padded, iter_n, objective, steps, mas
 
     They are asked for in the order the dream needs them, so the pool's threads take the first octave's
     step right after the few small programs before it (the pyramid's zooms), and the later octaves compile
-    while the first ones dream."""
+    while the first ones dream. Returns their futures: done once every one is ready."""
     float_image = lambda shape, channels=3: jax.ShapeDtypeStruct((channels, *shape), jnp.float32)
     extent = jax.ShapeDtypeStruct((2,), jnp.int32)
     prep = steps['prep']
-    preprocessed.executable(jax.ShapeDtypeStruct((*shapes[0], 3), jnp.float32), prep=prep)
+    futures = [preprocessed.executable(jax.ShapeDtypeStruct((*shapes[0], 3), jnp.float32), prep=prep)]
     for i in range(len(shapes) - 1):
-        zoomed.executable(float_image(shapes[i]), extent, extent, shape=shapes[i + 1])
+        futures.append(zoomed.executable(float_image(shapes[i]), extent, extent, shape=shapes[i + 1]))
         if masked:
-            zoomed.executable(float_image(shapes[i], 1), extent, extent, shape=shapes[i + 1])
+            futures.append(zoomed.executable(float_image(shapes[i], 1), extent, extent, shape=shapes[i + 1]))
     for i in reversed(range(len(shapes))):
         if i < len(shapes) - 1:
-            zoomed.executable(float_image(shapes[i + 1]), extent, extent, shape=shapes[i])
-        added.executable(float_image(shapes[i]), float_image(shapes[i]))
+            futures.append(zoomed.executable(float_image(shapes[i + 1]), extent, extent, shape=shapes[i]))
+        futures.append(added.executable(float_image(shapes[i]), float_image(shapes[i])))
         if not tiled[i]:
-            octave_steps.executable(abstract(net.params), float_image(shapes[i]),
-                                    jax.ShapeDtypeStruct((iter_n, 2), jnp.int32), objective,
-                                    jax.ShapeDtypeStruct((), jnp.float32), extent if padded else None,
-                                    float_image(shapes[i], 1) if masked else None, **steps)
-        subtracted.executable(float_image(shapes[i]), float_image(shapes[i]))
-    deprocessed.executable(float_image(shapes[0]), prep=prep)
+            futures.append(octave_steps.executable(
+                abstract(net.params), float_image(shapes[i]), jax.ShapeDtypeStruct((iter_n, 2), jnp.int32),
+                objective, jax.ShapeDtypeStruct((), jnp.float32), extent if padded else None,
+                float_image(shapes[i], 1) if masked else None, **steps))
+        futures.append(subtracted.executable(float_image(shapes[i]), float_image(shapes[i])))
+    futures.append(deprocessed.executable(float_image(shapes[0]), prep=prep))
+    return futures
 
 
 def plan(net, shape, octave_n, octave_scale, end, clip, tile, lapnorm, prep):
@@ -402,10 +403,11 @@ def plan(net, shape, octave_n, octave_scale, end, clip, tile, lapnorm, prep):
 def ask_for(net, shape, iter_n=10, octave_n=4, octave_scale=1.4, end=DEFAULT_END, clip=True, objective=objective_L2,
             tile=None, lapnorm=0, preprocessing=CAFFE):
     """Have the programs of deepdream(net, an image of `shape`, ...) built in the pool, without dreaming:
-    a server warms up so before its first visitor."""
+    a server warms up so before its first visitor, and the live view before its first frame. Returns the
+    programs' futures (ask_ahead)."""
     _, shapes, tiled, padded, extents, steps = plan(net, shape, octave_n, octave_scale, end, clip, tile, lapnorm,
                                                     preprocessing)
-    ask_ahead(net, shapes, extents, tiled, padded, iter_n, as_objective(objective), steps)
+    return ask_ahead(net, shapes, extents, tiled, padded, iter_n, as_objective(objective), steps)
 
 
 def check_tile(net, tile, end):

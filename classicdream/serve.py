@@ -15,6 +15,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from .zoom import zoom, zoom_options, zoom_recipe
 from .dreamer import Dreamer, UserError, flag, number, say_assumed_preprocessing, slug
 from .images import ImageError, load_image, recipe_or_none
 from .jobs import Cancelled, Device
+from .live import SIZES, LiveDreamer, LiveFeed, fitted_frame
 from .mask import load_mask
 
 DATA = Path(__file__).resolve().parent / 'data'
@@ -36,8 +38,12 @@ LOCAL = ('127.0.0.1', 'localhost', '::1')
 RESULTS_KEPT_S = 3600                          # results (and uploads, in Gradio's cache) older are removed
 PREVIEW_PIXELS = 1024                          # an input is previewed at most this wide and high
 STOPPING = 'Stopping at the end of this octave.'   # what Stop says: the device stops at the next octave
+LIVE_WAIT_S = 2.0                              # a live frame's answer waits this long for its dream at most
+LIVE = dict(size='320x240', octave_n=1, iter_n=2, blend=0.5)     # the live tab's own defaults
 os.environ.setdefault('GRADIO_ANALYTICS_ENABLED', 'False')       # no usage reports: set before Gradio loads
 
+# The webcam's own stop button, pressed by the page's Stop buttons: the browser stops sending frames
+STOP_CAMERA = "() => { document.querySelector('#camera [title=\"stop recording\"]')?.closest('button')?.click(); }"
 KEYFRAME_COLUMNS = ['frame', 'end', 'step_size', 'iter_n', 'octave_n', 'jitter', 'scale']
 DEFAULTS = dict(end=DEFAULT_END, iter_n=10, octave_n=4, octave_scale=1.4, step_size=1.5, jitter=32, clip=True,
                 seed='0', channel='', tile='', colors='dream', lapnorm=0)
@@ -92,6 +98,7 @@ class Page:
     def __init__(self, net, device, results, model=None):
         self.net, self.device, self.results, self.model = net, device, Path(results), model
         self.default_end = net.default_end
+        self.feeds, self._feeds_lock = {}, threading.Lock()       # each streaming visitor's LiveFeed
 
     def dreamer(self, layer, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, channel, tile,
                 colors='dream', lapnorm=0, mask=None):
@@ -234,6 +241,69 @@ class Page:
         finally:
             job.cancel()                  # the visitor left or pressed Stop: free the device at the next octave
 
+    def live(self, frame, owner, size=LIVE['size'], blend=LIVE['blend'], **options):
+        """One camera frame of a visitor's live stream in, what the Live tab shows out: (image, status line).
+
+        The frame goes to the visitor's LiveFeed, and the answer waits (LIVE_WAIT_S at most) for a dream newer
+        than the last one shown; Gradio sends the next camera frame once this one is answered. Until the
+        live size's programs are built the camera shows through, saying so."""
+        if frame is None:
+            return None, 'Start the camera (its button below the picture) to dream it live.'
+        try:
+            if size not in SIZES:
+                raise UserError(f'the live size must be {" or ".join(SIZES)}, got {size!r}')
+            blend = number('blend', blend, float, 0, allow_equal=True)
+            if blend >= 1:
+                raise UserError(f'blend must be below 1, got {blend}')
+            feed, live = self.live_of(owner, options)
+            live.blend = blend
+            frame = fitted_frame(frame, SIZES[size])
+            d = live.dreamer
+            check_octaves(self.net, frame.shape, d.octave_n, d.octave_scale, d.end)
+            ready = live.ready(frame.shape)
+        except (UserError, ValueError, OSError) as e:
+            return None, _line(e)
+        h, w = frame.shape[:2]
+        if not ready:
+            return np.uint8(frame), f'Building the programs for {w}x{h} live frames ({live.waited():.0f} s; once ' \
+                                    f'for each size and set of options). Meanwhile, the camera as it is.'
+        seen = feed.dreamed
+        feed.offer(live, frame)
+        feed.wait(seen, LIVE_WAIT_S)
+        if feed.error is not None:
+            return feed.latest, _line(feed.error)
+        behind = feed.behind()
+        if behind:
+            return feed.latest, f'Paused: {behind} dream{"s" if behind != 1 else ""} queued on this page ' \
+                                f'run{"s" if behind == 1 else ""} first; the live view goes on after.'
+        fps = feed.fps()
+        rate = f'{fps:.1f} frames per second' if fps else 'starting'
+        dropped = f'; {feed.dropped} camera frame{"s" if feed.dropped != 1 else ""} skipped while the device ' \
+                  f'was busy' if feed.dropped else ''
+        return feed.latest, f'Live: {rate}, {w}x{h}, {d.octave_n} octave{"s" if d.octave_n != 1 else ""} x ' \
+                            f'{d.iter_n} step{"s" if d.iter_n != 1 else ""} at {d.end_spec}, blend {live.blend:g}' \
+                            f'{dropped}.'
+
+    def live_of(self, owner, options):
+        """A visitor's LiveFeed, and the LiveDreamer of these options (the last one while they stay the same,
+        so its blend goes on and a random seed stays the one drawn)."""
+        with self._feeds_lock:
+            feed = self.feeds.get(owner)
+            if feed is None or feed.closed:
+                feed = self.feeds[owner] = LiveFeed(self.device, owner)
+            key = repr(sorted(options.items()))
+            if feed.options != key:
+                feed.live, feed.options = LiveDreamer(self.dreamer(**options, tile='')), key
+            return feed, feed.live
+
+    def stop_live(self, owner):
+        """End a visitor's live stream, freeing the device once the frame on it is done; whether one ran."""
+        with self._feeds_lock:
+            feed = self.feeds.pop(owner, None)
+        if feed is not None:
+            feed.close()
+        return feed is not None
+
     def from_recipe(self, path):
         """The page's fields from a dreamed file's recipe, and a line saying what was set."""
         recipe = recipe_or_none(path)
@@ -350,6 +420,26 @@ def page(net, device, results, max_upload, model=None):
                                              elem_id='zoom_frames')
                     videos = gr.File(label='mp4 and GIF (recipe inside)', file_count='multiple', interactive=False,
                                      height=100, elem_id='videos')
+                with gr.Tab('Live', elem_id='live_tab'):
+                    gr.Markdown('Your camera, dreamed live with the layer and options at the left: each frame small, '
+                                'blended with the dream before so the patterns hold still. A dream queued on this '
+                                'page goes first; the live view pauses for it.')
+                    with gr.Row():
+                        live_size = gr.Radio(list(SIZES), value=LIVE['size'], label='size', elem_id='live_size')
+                        live_octaves = gr.Slider(1, 3, LIVE['octave_n'], step=1, label='octaves',
+                                                 elem_id='live_octaves')
+                        live_steps = gr.Slider(1, 10, LIVE['iter_n'], step=1, label='steps per octave',
+                                               elem_id='live_steps')
+                        live_blend = gr.Slider(0, 0.95, LIVE['blend'], step=0.05, label='blend (as video --blend)',
+                                               elem_id='live_blend')
+                    with gr.Row():
+                        camera = gr.Image(sources=['webcam'], streaming=True, type='numpy', label='Camera',
+                                          webcam_options=gr.WebcamOptions(mirror=False), elem_id='camera')
+                        live_dream = gr.Image(label='Dreamed live', interactive=False, format='jpeg',
+                                              elem_id='live_dream')
+                    live_status = gr.Markdown('Start the camera (its button below the picture) to dream it live.',
+                                              elem_id='live_status')
+                    stop_live = gr.Button('Stop the live view', variant='stop', elem_id='stop_live')
                 recipe = gr.JSON(label='Recipe', elem_id='recipe')
 
         options = [end, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, channel, tile, colors, lapnorm]
@@ -450,10 +540,31 @@ def page(net, device, results, max_upload, model=None):
                                  [zoom_status, zoom_live, zoom_frames, videos, recipe], api_name='zoom',
                                  concurrency_limit=None, show_progress='minimal')
 
+        def live_frame(frame, layer, iter_n, octave_n, octave_scale, step_size, jitter, clip, seed, channel, tile,
+                       colors, lapnorm, size, live_octave_n, live_iter_n, blend, request: gr.Request = None):
+            return p.live(frame, getattr(request, 'session_hash', None), size, blend, layer=layer,
+                          iter_n=live_iter_n, octave_n=live_octave_n, octave_scale=octave_scale, step_size=step_size,
+                          jitter=jitter, clip=clip, seed=seed, channel=channel, colors=colors, lapnorm=lapnorm)
+        streaming = camera.stream(live_frame, [camera] + options + [live_size, live_octaves, live_steps, live_blend],
+                                  [live_dream, live_status], stream_every=0.05, concurrency_limit=None,
+                                  show_progress='hidden', api_visibility='private')
+
+        def end_live(request: gr.Request):
+            p.stop_live(request.session_hash)
+            return 'Stopped: the device is free.'
+        stop_live.click(end_live, None, live_status, js=STOP_CAMERA, cancels=[streaming], api_visibility='private',
+                        queue=False)
+        camera.clear(end_live, None, live_status, api_visibility='private', queue=False)
+
+        def left(request: gr.Request):
+            p.stop_live(request.session_hash)
+        blocks.unload(left)                       # the visitor closed or reloaded the page
+
         def cancel(request: gr.Request):
-            n = device.cancel(request.session_hash)
+            n = device.cancel(request.session_hash) + p.stop_live(request.session_hash)
             return STOPPING if n else 'Nothing to stop.'
-        stop.click(cancel, None, status, cancels=[run, run_zoom], api_visibility='private', queue=False)
+        stop.click(cancel, None, status, js=STOP_CAMERA, cancels=[run, run_zoom, streaming], api_visibility='private',
+                   queue=False)
     return blocks
 
 

@@ -3,6 +3,7 @@
 what no page would send. The device queue is tested on its own with the real net."""
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -72,7 +73,8 @@ def browser(tmp_path):
     from selenium.webdriver.chrome.service import Service
     drivers = []
 
-    def open_page(url):
+    def open_page(url, *flags):
+        """The page in a new Chromium, with extra command-line `flags` (a fake camera)."""
         downloads = tmp_path / f'downloads{len(drivers)}'
         downloads.mkdir()
         options = webdriver.ChromeOptions()
@@ -80,7 +82,7 @@ def browser(tmp_path):
         for flag in ('--headless=new', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
                      '--disable-background-networking', '--disable-component-update', '--disable-sync',
                      '--disable-dev-shm-usage', '--window-size=1400,1300',
-                     f'--user-data-dir={tmp_path}/profile{len(drivers)}'):
+                     f'--user-data-dir={tmp_path}/profile{len(drivers)}', *flags):
             options.add_argument(flag)
         options.add_experimental_option('prefs', {'download.default_directory': str(downloads),
                                                   'download.prompt_for_download': False})
@@ -167,6 +169,9 @@ class Visitor:
 
     def seen(self):
         return self.driver.execute_script('return window.seen')
+
+    def seen_live(self):
+        return self.driver.execute_script('return window.seenLive')
 
 
 def _cli_dream(capsys, tmp_path, image, *options):
@@ -282,6 +287,72 @@ def test_stop_frees_the_device_at_the_next_octave(server, browser, shared):
     page.dream(iter_n=1, octave_n=1)         # the sky's dream ends after its octave: then this one runs
     page.wait(lambda: page.status().startswith('Done'), 120)
     assert page.result_link()[0].get_attribute('download') == 'flowers_inception_4c-output_s0.jpg'
+
+
+def _fake_camera(path, still, seconds=2, fps=10):
+    """A .y4m that Chromium plays as the camera (--use-file-for-fake-video-capture): `still`, an image file,
+    as a clip of a still scene, which Chromium loops."""
+    import imageio_ffmpeg
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), '-loglevel', 'error', '-loop', '1', '-i', str(still), '-t',
+                    str(seconds), '-r', str(fps), '-pix_fmt', 'yuv420p', str(path)], check=True)
+    return path
+
+
+def test_live_tab_dreams_the_camera_and_stop_frees_the_device(server, browser, shared, tmp_path):
+    """A visitor's camera (Chromium's fake one, playing a still 640x480 crop of the sky) dreamed live: frames
+    come back dreamed, the frames per second show, another visitor's dream queued meanwhile completes (the
+    live view pausing for it), and Stop ends the stream."""
+    from gradio_client import Client, handle_file
+    url, _, _ = server
+    scene = tmp_path / 'scene.png'
+    Image.open(shared / 'images' / 'sky1024px.jpg').convert('RGB').crop((0, 0, 640, 480)).save(scene)
+    camera = _fake_camera(tmp_path / 'camera.y4m', scene)
+    page = browser(url, '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
+                   f'--use-file-for-fake-video-capture={camera}')
+    page.driver.execute_script(WATCH_LIVE)
+    next(tab for tab in page.driver.find_elements('css selector', 'button[role=tab]') if tab.text == 'Live').click()
+    page.wait(lambda: [b for b in page.driver.find_elements('css selector', '#camera button')
+                       if 'Access Webcam' in b.text], 30)[0].click()
+    page.wait(lambda: page.driver.find_elements('css selector', '#camera button.capture-button'), 30)[0].click()
+    live = lambda: page.driver.execute_script(LIVE_STATUS)  # noqa: E731
+    page.wait(lambda: re.search(r'Live: [\d.]+ frames per second, 320x240', live()), 300)
+
+    src = page.driver.execute_script("return document.querySelector('#live_dream img').src")
+    dreamed = np.asarray(Image.open(urllib.request.urlopen(src)).convert('RGB'), np.float32)
+    seen_by_camera = np.asarray(Image.open(scene).resize((320, 240), Image.BILINEAR), np.float32)
+    assert dreamed.shape == (240, 320, 3)
+    difference = np.abs(dreamed - seen_by_camera).mean()
+    assert 1 < difference < 30, difference             # the camera's scene, dreamed
+
+    # another visitor's dream, queued while the stream runs: it completes, the live view pausing for it
+    client = Client(url, verbose=False)
+    status, *_ = client.predict(handle_file(str(shared / 'images' / 'flowers.jpg')), iter_n=3, octave_n=1,
+                                api_name='/dream')
+    assert status.startswith('Done'), status
+    page.wait(lambda: any(text.startswith('Paused: 1 dream queued') for text in page.seen_live()), 30)
+    page.wait(lambda: live().startswith('Live:'), 60)              # and the live view went on
+
+    page.find('#stop_live').click()
+    page.wait(lambda: live() == 'Stopped: the device is free.', 30)
+    last = page.driver.execute_script("return document.querySelector('#live_dream img').src")
+    page.wait(lambda: page.driver.find_elements('css selector', '#camera button.capture-button') and 'Record' in
+              page.find('#camera button.capture-button').text, 10)           # the camera is off
+    time.sleep(3)
+    assert live() == 'Stopped: the device is free.'
+    assert page.driver.execute_script("return document.querySelector('#live_dream img').src") == last
+    page.driver.save_screenshot(str(tmp_path / 'live.png'))
+
+
+# The Live tab's status line (its text alone, not Gradio's timer beside it), and every text it showed, in order.
+LIVE_STATUS = "return document.querySelector('#live_status [data-testid=markdown]').innerText.trim()"
+WATCH_LIVE = '''
+window.seenLive = [];
+new MutationObserver(() => {
+  const status = document.querySelector('#live_status [data-testid=markdown]');
+  const text = status ? status.innerText.trim() : '';
+  if (window.seenLive[window.seenLive.length - 1] !== text) window.seenLive.push(text);
+}).observe(document.body, {subtree: true, childList: true, characterData: true});
+'''
 
 
 def test_scripts_dream_through_gradio_client(server, shared, tmp_path, capsys):
