@@ -324,9 +324,11 @@ def test_live_tab_dreams_the_camera_and_stop_frees_the_device(server, browser, s
     difference = np.abs(dreamed - seen_by_camera).mean()
     assert 1 < difference < 30, difference             # the camera's scene, dreamed
 
-    # another visitor's dream, queued while the stream runs: it completes, the live view pausing for it
+    # another visitor's dream, queued while the stream runs: it completes, the live view pausing for it. It is
+    # long enough (20 steps on the full sky: seconds, even with its programs on disk) for the live frame's
+    # answer, which waits LIVE_WAIT_S, to find it still on the device
     client = Client(url, verbose=False)
-    status, *_ = client.predict(handle_file(str(shared / 'images' / 'flowers.jpg')), iter_n=3, octave_n=1,
+    status, *_ = client.predict(handle_file(str(shared / 'images' / 'sky1024px.jpg')), iter_n=20, octave_n=1,
                                 api_name='/dream')
     assert status.startswith('Done'), status
     page.wait(lambda: any(text.startswith('Paused: 1 dream queued') for text in page.seen_live()), 30)
