@@ -2,8 +2,8 @@
 
 A camera is played from a generated 640x480 clip (a pan across the notebook's sky) at 30 frames per second
 into the loop the Live tab runs (live.LiveFeed on a jobs.Device: one frame on the device at a time, the
-newest next), for each live size with the tab's defaults (1 octave x 2 steps at inception_4c/output, blend 0.5). The programs
-are built first and not timed. Prints key=value lines, with cpu or gpu for the device that ran:
+newest next), for each live size with the tab's defaults (1 octave x 2 steps at inception_4c/output,
+blend 0.5). The programs are built first and not timed. Prints key=value lines, with cpu or gpu for the device that ran:
 - live_fps_{device}_{size}= dreamed frames per second, as a visitor sees them;
 - live_frame_ms_{device}_{size}= the device's time for one frame, back to back, and
   live_steps_ms_{device}_{size}= the part of it spent in the octave's compiled steps (the net's forward and
@@ -62,7 +62,7 @@ def streamed_fps(device, live, frames, size, seconds):
 
 def steps_ms(net, d, frame, repeats=10):
     """Milliseconds of the octave's compiled steps alone, on a preprocessed frame."""
-    sizes, shapes, _, padded, extents, steps = plan(net, frame.shape, d.octave_n, d.octave_scale, d.end, d.clip, None,
+    _, shapes, _, padded, extents, steps = plan(net, frame.shape, d.octave_n, d.octave_scale, d.end, d.clip, None,
                                                     0, d.prep)
     src = preprocessed(pad(frame, shapes[0]), prep=d.prep)
     shifts = np.zeros((d.iter_n, 2), np.int32)

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .atlas import atlas_layers
+from .clip import check_blend
 from .dream import DEFAULT_END, ask_for, check_octaves, objective_guide
 from .keyframes import frame_plan, table_keyframes
 from .zoom import zoom, zoom_options, zoom_recipe
@@ -252,9 +253,7 @@ class Page:
         try:
             if size not in SIZES:
                 raise UserError(f'the live size must be {" or ".join(SIZES)}, got {size!r}')
-            blend = number('blend', blend, float, 0, allow_equal=True)
-            if blend >= 1:
-                raise UserError(f'blend must be below 1, got {blend}')
+            blend = check_blend(blend)
             feed, live = self.live_of(owner, options)
             live.blend = blend
             frame = fitted_frame(frame, SIZES[size])
